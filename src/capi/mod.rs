@@ -1,0 +1,142 @@
+//! The C ABI. Every function runs inside [`boundary::ffi_boundary`]; every returned string is
+//! NUL-terminated UTF-8 JSON, never NULL, owned by the caller until [`opi_free_string`].
+
+pub(crate) mod boundary;
+
+use crate::{Error, ImageRequest};
+use boundary::{ffi_boundary, into_c_string, optional_str, required_str};
+use std::ffi::{c_char, CString};
+
+unsafe fn get_images_c(
+    url: *const c_char,
+    token: *const c_char,
+    model: *const c_char,
+    descr_json: *const c_char,
+    headers_json: *const c_char,
+    options_json: *const c_char,
+) -> Result<String, Error> {
+    let req = ImageRequest {
+        url: required_str(url, "url")?,
+        token: optional_str(token, "token")?,
+        model: optional_str(model, "model")?,
+        descr: required_str(descr_json, "descr")?,
+        headers: optional_str(headers_json, "headers")?,
+    };
+    let options = optional_str(options_json, "options")?;
+    Ok(crate::get_images_ex(&req, options))
+}
+
+/// Generates images: OPI's `GetImages(URL, Token, Model, Description, AdditionalHeaders)`.
+///
+/// - `url`: the server's base URL (`https://api.openai.com/`, `https://api.openai.com/v1`, or a
+///   full `.../images/generations` URL). Required: NULL is an error result.
+/// - `token`: the API key; NULL or "" sends no `Authorization` header.
+/// - `model`: e.g. "dall-e-3"; NULL or "" sends no `model` unless the description has one.
+/// - `descr_json`: the request fields as a JSON object text, OPI's single-quoted JSON, or the
+///   path of a `.json` file. Required: NULL is an error result.
+/// - `headers_json`: extra headers (JSON object of strings, same forms); NULL or "" for none.
+///
+/// Every string must be NUL-terminated UTF-8; invalid UTF-8 is an error result naming the
+/// argument.
+///
+/// Returns: NUL-terminated UTF-8 JSON, never NULL: the server's JSON body as is (API errors
+/// included, as `{"error": {...}}`), `{}` for an empty body, or our own `{"error": {...}}`
+/// with `type` `opi_invalid_response` or `opi_client_error`. Check the `error` key.
+/// The caller owns the string and must free it exactly once with `opi_free_string`.
+/// Thread-safe: any number of threads may call at once.
+///
+/// # Safety
+/// Each pointer is NULL or points to a NUL-terminated string that stays valid during the call.
+#[no_mangle]
+pub unsafe extern "C" fn opi_openai_get_images(
+    url: *const c_char,
+    token: *const c_char,
+    model: *const c_char,
+    descr_json: *const c_char,
+    headers_json: *const c_char,
+) -> *mut c_char {
+    ffi_boundary!({
+        let result = get_images_c(url, token, model, descr_json, headers_json, std::ptr::null());
+        into_c_string(result.unwrap_or_else(|e| e.to_result_json()))
+    })
+}
+
+/// `opi_openai_get_images` with call options.
+///
+/// `options_json`: NULL or "" for defaults, else a JSON object (same three forms as the
+/// description) with the keys listed in README.md (`timeout`, `connect_timeout`, `retries`,
+/// `max_response_mb`, ...). An unknown key or a bad value is an error result naming `options`.
+///
+/// Returns a string owned by the caller, freed with `opi_free_string`, exactly as
+/// `opi_openai_get_images`.
+///
+/// # Safety
+/// As `opi_openai_get_images`.
+#[no_mangle]
+pub unsafe extern "C" fn opi_openai_get_images_ex(
+    url: *const c_char,
+    token: *const c_char,
+    model: *const c_char,
+    descr_json: *const c_char,
+    headers_json: *const c_char,
+    options_json: *const c_char,
+) -> *mut c_char {
+    ffi_boundary!({
+        let result = get_images_c(url, token, model, descr_json, headers_json, options_json);
+        into_c_string(result.unwrap_or_else(|e| e.to_result_json()))
+    })
+}
+
+/// Builds an image description: OPI's `GetImageDescriptionStructure(Prompt, Count,
+/// Background, Size, AdditionalParameters)`.
+///
+/// Fields `prompt`, `n` (= `count`), `background`, `size`, each left out when empty (NULL, ""
+/// or 0); then `additional_json` (NULL/"" or a JSON object in the three forms) merged last and
+/// winning. Invalid UTF-8 or bad additional JSON is an error result naming the argument.
+///
+/// Returns NUL-terminated UTF-8 JSON, never NULL, owned by the caller: free it exactly once
+/// with `opi_free_string`.
+///
+/// # Safety
+/// Each pointer is NULL or points to a NUL-terminated string valid during the call.
+#[no_mangle]
+pub unsafe extern "C" fn opi_openai_get_image_description_structure(
+    prompt: *const c_char,
+    count: i64,
+    background: *const c_char,
+    size: *const c_char,
+    additional_json: *const c_char,
+) -> *mut c_char {
+    ffi_boundary!({
+        let result = (|| {
+            Ok::<_, Error>(crate::image_description_structure(
+                optional_str(prompt, "prompt")?,
+                count,
+                optional_str(background, "background")?,
+                optional_str(size, "size")?,
+                optional_str(additional_json, "additional")?,
+            ))
+        })();
+        into_c_string(result.unwrap_or_else(|e| e.to_result_json()))
+    })
+}
+
+/// Frees a string returned by this library. NULL is a no-op. Free each string exactly once,
+/// and never a string from elsewhere (nor `opi_version`'s).
+///
+/// # Safety
+/// `s` is NULL or a pointer returned by an `opi_*` function and not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn opi_free_string(s: *mut c_char) {
+    if s.is_null() {
+        return;
+    }
+    let _ = std::panic::catch_unwind(|| drop(CString::from_raw(s)));
+}
+
+/// The library's version, e.g. "0.1.0": a static NUL-terminated string, never NULL. Do not free it.
+#[no_mangle]
+pub extern "C" fn opi_version() -> *const c_char {
+    static VERSION_C: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
+    VERSION_C.as_ptr().cast()
+}

@@ -1,0 +1,101 @@
+//! The one error type of the core, and its single mapping to the result JSON.
+
+use serde_json::{json, Value};
+
+/// Everything that can go wrong on our side of a call (the server's own answers, errors
+/// included, are results, not errors).
+///
+/// Each variant becomes `{"error": {"type": "opi_client_error", "code": ..., "param": ...,
+/// "message": ...}}` through [`Error::to_result_json`]; no message ever contains the token.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An argument is missing, not valid UTF-8, or not in an accepted form.
+    #[error("{message}")]
+    InvalidArgument {
+        /// The argument at fault (`url`, `descr`, `headers`, `options`, ...).
+        param: &'static str,
+        /// One sentence saying what is wrong with it.
+        message: String,
+    },
+    /// The server's name could not be resolved.
+    #[error("could not resolve the server's name: {0}")]
+    Dns(String),
+    /// No connection could be made (refused, unreachable, proxy refused).
+    #[error("could not connect to the server: {0}")]
+    Connect(String),
+    /// The TLS handshake failed (certificate not trusted, wrong name, protocol).
+    #[error("TLS failed: {0}")]
+    Tls(String),
+    /// A time limit ran out (which one is in the message).
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The response was larger than the configured limit.
+    #[error("the response is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// Too many redirects, or a redirect that could not be followed.
+    #[error("redirects failed: {0}")]
+    Redirects(String),
+    /// Any other input/output failure, for example a connection closed mid-answer.
+    #[error("input/output failed: {0}")]
+    Io(String),
+}
+
+impl Error {
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub fn invalid(param: &'static str, message: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            param,
+            message: message.into(),
+        }
+    }
+
+    /// The stable code of the result JSON's `error.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument { .. } => "invalid_argument",
+            Error::Dns(_) => "dns",
+            Error::Connect(_) => "connect",
+            Error::Tls(_) => "tls",
+            Error::Timeout(_) => "timeout",
+            Error::TooLarge { .. } => "too_large",
+            Error::Redirects(_) => "redirects",
+            Error::Io(_) => "io",
+        }
+    }
+
+    /// The argument at fault, if any.
+    pub fn param(&self) -> Option<&'static str> {
+        match self {
+            Error::InvalidArgument { param, .. } => Some(param),
+            _ => None,
+        }
+    }
+
+    /// The result JSON value for this error (the one place errors become JSON).
+    pub fn to_value(&self) -> Value {
+        json!({"error": {
+            "type": "opi_client_error",
+            "code": self.code(),
+            "param": self.param(),
+            "message": self.to_string(),
+        }})
+    }
+
+    /// The result JSON text for this error.
+    pub fn to_result_json(&self) -> String {
+        self.to_value().to_string()
+    }
+}
+
+/// Removes every occurrence of `secret` from `text` (defence in depth: messages are built
+/// from our own words and server-independent data, but a library error could echo a header).
+pub(crate) fn redact(text: &str, secret: &str) -> String {
+    if secret.len() < 4 || !text.contains(secret) {
+        return text.to_string();
+    }
+    text.replace(secret, "***")
+}

@@ -1,0 +1,185 @@
+//! Building what is sent: the JSON body and the header list.
+
+use super::error::Error;
+use super::input::{kind_of, parse_object, parse_optional_object, JsonObject};
+use serde_json::Value;
+
+/// The library's version, as sent in `User-Agent` and returned by `opi_version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The `User-Agent` sent unless the caller overrides it.
+pub const USER_AGENT: &str = concat!("opi_openai/", env!("CARGO_PKG_VERSION"));
+
+/// The headers OPI sends by default (before the caller's and before Authorization).
+const DEFAULT_HEADERS: [(&str, &str); 6] = [
+    ("Accept", "*/*"),
+    ("Accept-Charset", "utf-8"),
+    ("Accept-Encoding", "gzip"),
+    ("Connection", "keep-alive"),
+    ("Content-Type", "application/json; charset=utf-8"),
+    ("User-Agent", USER_AGENT),
+];
+
+/// Builds the request body: `model` first when `model` is non-empty, then every field of the
+/// description in its order; a `model` inside the description wins (and keeps the first place).
+pub fn build_body(model: &str, descr: &str) -> Result<String, Error> {
+    let fields = parse_object(descr, "descr")?;
+    let mut body = JsonObject::with_capacity(fields.len() + 1);
+    if !model.is_empty() {
+        body.insert("model".to_string(), Value::String(model.to_string()));
+    }
+    for (k, v) in fields {
+        body.insert(k, v);
+    }
+    Ok(Value::Object(body).to_string())
+}
+
+/// An ordered list of request headers; names compare case-insensitively.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    /// Sets `name` to `value`, replacing an earlier value of the same name (any case) in place.
+    pub fn set(&mut self, name: &str, value: &str) {
+        match self.0.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            Some(slot) => *slot = (name.to_string(), value.to_string()),
+            None => self.0.push((name.to_string(), value.to_string())),
+        }
+    }
+
+    /// The value of `name` (any case), if set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The headers in sending order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// The headers with `Authorization`'s credentials shown as `***` (for `--debug` and logs).
+    pub fn redacted(&self) -> Vec<(String, String)> {
+        self.0
+            .iter()
+            .map(|(n, v)| {
+                if n.eq_ignore_ascii_case("authorization") || n.eq_ignore_ascii_case("proxy-authorization") {
+                    let scheme = v.split_once(' ').map_or("", |(s, _)| s);
+                    let shown = if scheme.is_empty() { "***".to_string() } else { format!("{scheme} ***") };
+                    (n.clone(), shown)
+                } else {
+                    (n.clone(), v.clone())
+                }
+            })
+            .collect()
+    }
+
+    /// Bytes the header block takes on the wire (`Name: value\r\n` each).
+    pub fn wire_len(&self) -> usize {
+        self.0.iter().map(|(n, v)| n.len() + v.len() + 4).sum()
+    }
+}
+
+/// Builds the final header list: OPI's defaults, then the caller's `headers` (JSON object of
+/// string values, in any of the three forms; NULL/empty means none), then
+/// `Authorization: Bearer <token>` when the token is non-empty.
+pub fn build_headers(token: &str, headers: &str) -> Result<Headers, Error> {
+    let mut out = Headers::default();
+    for (n, v) in DEFAULT_HEADERS {
+        out.set(n, v);
+    }
+    if let Some(extra) = parse_optional_object(headers, "headers")? {
+        for (name, value) in &extra {
+            let value = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                other => {
+                    return Err(Error::invalid(
+                        "headers",
+                        format!("headers: the value of {name} must be a string, not {}", kind_of(other)),
+                    ))
+                }
+            };
+            check_header(name, &value)?;
+            out.set(name, &value);
+        }
+    }
+    if !token.is_empty() {
+        if token.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(Error::invalid("token", "token contains CR, LF or NUL"));
+        }
+        out.set("Authorization", &format!("Bearer {token}"));
+    }
+    Ok(out)
+}
+
+/// A header name must be an HTTP token (RFC 9110); a value must not hold CR, LF or NUL.
+fn check_header(name: &str, value: &str) -> Result<(), Error> {
+    const TCHAR: &[u8] = b"!#$%&'*+-.^_`|~";
+    let valid_name = !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || TCHAR.contains(&b));
+    if !valid_name {
+        return Err(Error::invalid(
+            "headers",
+            format!("headers: {:?} is not a valid header name", name.escape_debug().to_string()),
+        ));
+    }
+    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(Error::invalid(
+            "headers",
+            format!("headers: the value of {name} contains CR, LF or NUL"),
+        ));
+    }
+    Ok(())
+}
+
+/// OPI's GetImageDescriptionStructure: `prompt`, `n`, `background`, `size`, each left out when
+/// empty (empty string, 0), then the additional parameters merged last and winning.
+pub fn image_description_structure(
+    prompt: &str,
+    count: i64,
+    background: &str,
+    size: &str,
+    additional: &str,
+) -> Result<String, Error> {
+    let mut map = JsonObject::new();
+    if !prompt.is_empty() {
+        map.insert("prompt".into(), Value::String(prompt.into()));
+    }
+    if count != 0 {
+        map.insert("n".into(), Value::from(count));
+    }
+    if !background.is_empty() {
+        map.insert("background".into(), Value::String(background.into()));
+    }
+    if !size.is_empty() {
+        map.insert("size".into(), Value::String(size.into()));
+    }
+    if let Some(extra) = parse_optional_object(additional, "additional")? {
+        for (k, v) in extra {
+            map.insert(k, v);
+        }
+    }
+    Ok(Value::Object(map).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_in_description_wins_and_stays_first() {
+        let b = build_body("dall-e-3", r#"{"prompt":"p","model":"gpt-image-1","n":1}"#).unwrap();
+        assert_eq!(b, r#"{"model":"gpt-image-1","prompt":"p","n":1}"#);
+    }
+
+    #[test]
+    fn header_injection_is_refused() {
+        for h in [r#"{"X-A":"a\r\nX-B: b"}"#, r#"{"X A":"a"}"#, r#"{"":"a"}"#, r#"{"X-A":"a\u0000"}"#] {
+            assert_eq!(build_headers("", h).unwrap_err().param(), Some("headers"), "{h}");
+        }
+    }
+}

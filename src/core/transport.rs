@@ -1,0 +1,372 @@
+//! Sending: the process-wide agent, name resolution, timeouts, retries.
+
+use super::error::{redact, Error};
+use super::options::Options;
+use super::request::Headers;
+use super::TraceEvent;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+
+/// Room for the request line and headers. ureq fails with part of the request written when
+/// they do not fit its output buffer, so larger header sets are refused before sending.
+const OUTPUT_BUFFER: usize = 512 * 1024;
+const MAX_HEADER_BYTES: usize = 256 * 1024;
+/// Idle connections kept per host: 1C servers run hundreds of sessions in one process.
+const IDLE_PER_HOST: usize = 64;
+/// Longest server-requested wait honoured (as openai-python).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+/// Cached name lookups live this long.
+const DNS_TTL: Duration = Duration::from_secs(30);
+
+/// A response as received: status, headers in order, and the decoded body.
+#[derive(Debug)]
+pub struct Response {
+    /// HTTP status code.
+    pub status: u16,
+    /// Response headers (names lowercase, as received order).
+    pub headers: Vec<(String, String)>,
+    /// The body after gzip decoding.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn agent() -> ureq::Agent {
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    AGENT
+        .get_or_init(|| {
+            let config = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .max_redirects(5)
+                .max_redirects_will_error(true)
+                .output_buffer_size(OUTPUT_BUFFER)
+                .max_idle_connections(IDLE_PER_HOST * 4)
+                .max_idle_connections_per_host(IDLE_PER_HOST)
+                .user_agent(ureq::config::AutoHeaderValue::None)
+                .accept(ureq::config::AutoHeaderValue::None)
+                .accept_encoding(ureq::config::AutoHeaderValue::None)
+                .tls_config(
+                    ureq::tls::TlsConfig::builder()
+                        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+                        .build(),
+                )
+                .build();
+            ureq::Agent::with_parts(config, DefaultConnector::new(), CachingResolver::default())
+        })
+        .clone()
+}
+
+/// Resolves IP literals without a lookup (and without ureq's per-call resolver thread), and
+/// caches names for [`DNS_TTL`].
+#[derive(Debug, Default)]
+struct CachingResolver {
+    inner: DefaultResolver,
+    cache: Mutex<HashMap<String, (Instant, ResolvedSocketAddrs)>>,
+}
+
+impl Resolver for CachingResolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            return self.inner.resolve(uri, config, timeout);
+        };
+        let port = authority.port_u16().or_else(|| match scheme.as_str() {
+            "http" => Some(80),
+            "https" => Some(443),
+            _ => None,
+        });
+        let Some(port) = port else {
+            return self.inner.resolve(uri, config, timeout);
+        };
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            let mut addrs = self.empty();
+            addrs.push(SocketAddr::new(ip, port));
+            return Ok(addrs);
+        }
+        let key = format!("{host}:{port}");
+        if let Some((at, addrs)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            if at.elapsed() < DNS_TTL {
+                return Ok(addrs.clone());
+            }
+        }
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, (Instant::now(), addrs.clone()));
+        Ok(addrs)
+    }
+}
+
+/// Whether a failed attempt may be repeated: only when nothing reached the server.
+fn retryable_error(err: &ureq::Error) -> bool {
+    match err {
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
+        ureq::Error::Timeout(t) => matches!(t, ureq::Timeout::Connect | ureq::Timeout::Resolve),
+        ureq::Error::Io(e) => matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::HostUnreachable
+                | io::ErrorKind::NetworkUnreachable
+                | io::ErrorKind::AddrNotAvailable
+        ),
+        _ => false,
+    }
+}
+
+fn retryable_status(status: u16, should_retry: Option<&str>) -> bool {
+    match should_retry {
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        _ => matches!(status, 408 | 409 | 429 | 500 | 502 | 503 | 504),
+    }
+}
+
+/// The wait the server asked for: `retry-after-ms`, else `retry-after` (seconds or HTTP
+/// date), when above 0 and at most 120 s.
+fn server_wait(resp: &Response) -> Option<Duration> {
+    let wait = if let Some(ms) = resp.header("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
+        Duration::try_from_secs_f64(ms / 1000.0).ok()?
+    } else {
+        let v = resp.header("retry-after")?.trim();
+        match v.parse::<f64>() {
+            Ok(s) => Duration::try_from_secs_f64(s).ok()?,
+            Err(_) => httpdate::parse_http_date(v)
+                .ok()?
+                .duration_since(std::time::SystemTime::now())
+                .ok()?,
+        }
+    };
+    (wait > Duration::ZERO && wait <= MAX_RETRY_AFTER).then_some(wait)
+}
+
+/// Exponential backoff with jitter: min(0.5 s · 2^k, 8 s) times a random 0.75..1.
+fn backoff(retry: u32) -> Duration {
+    let base = (0.5 * 2f64.powi(retry.min(16) as i32)).min(8.0);
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let jitter = 1.0 - 0.25 * (random as f64 / u64::MAX as f64);
+    Duration::from_secs_f64(base * jitter)
+}
+
+/// Maps a ureq error to ours; `token` is scrubbed from every message.
+fn map_error(err: ureq::Error, options: &Options, token: &str) -> Error {
+    use ureq::Error as U;
+    let text = |e: &dyn std::fmt::Display| redact(&e.to_string(), token);
+    match err {
+        U::Timeout(t) => Error::Timeout(match t {
+            ureq::Timeout::Connect => format!(
+                "no connection within the connect timeout of {} s",
+                options.connect_timeout.as_secs_f64()
+            ),
+            ureq::Timeout::Resolve => "the server's name was not resolved in time".to_string(),
+            _ => format!(
+                "the call did not finish within the timeout of {} s",
+                options.timeout.as_secs_f64()
+            ),
+        }),
+        U::HostNotFound => Error::Dns("no address found for the host".to_string()),
+        U::ConnectionFailed => Error::Connect("no address of the host accepted a connection".to_string()),
+        U::ConnectProxyFailed(m) => Error::Connect(format!("the proxy refused the tunnel: {}", redact(&m, token))),
+        U::BodyExceedsLimit(_) => Error::TooLarge { limit: options.max_response_bytes },
+        U::TooManyRedirects => Error::Redirects("more than 5 redirects".to_string()),
+        U::RedirectFailed => Error::Redirects("a redirect could not be followed".to_string()),
+        U::Tls(m) => Error::Tls(m.to_string()),
+        U::Rustls(e) => Error::Tls(text(&e)),
+        U::Pem(e) => Error::Tls(text(&e)),
+        U::BadUri(m) => Error::invalid("url", format!("url is not a valid URL: {}", redact(&m, token))),
+        U::Http(e) => Error::invalid("headers", format!("the request could not be built: {}", text(&e))),
+        U::InvalidProxyUrl => Error::invalid("options", "options: the proxy URL is not valid"),
+        U::Io(e) => {
+            let msg = text(&e);
+            if msg.contains("failed to lookup address") || msg.contains("Name or service not known") {
+                Error::Dns(msg)
+            } else {
+                match e.kind() {
+                    io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::HostUnreachable
+                    | io::ErrorKind::NetworkUnreachable
+                    | io::ErrorKind::AddrNotAvailable => Error::Connect(msg),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Error::Timeout(msg),
+                    io::ErrorKind::InvalidData if msg.to_ascii_lowercase().contains("certificate") => {
+                        Error::Tls(msg)
+                    }
+                    io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => {
+                        Error::Io(format!("the connection was closed before the answer was complete ({msg})"))
+                    }
+                    _ => Error::Io(msg),
+                }
+            }
+        }
+        U::Protocol(e) => Error::Io(format!("the server's answer is not valid HTTP: {}", text(&e))),
+        U::LargeResponseHeader(n, limit) => {
+            Error::Io(format!("the response headers take {n} bytes, more than the limit of {limit}"))
+        }
+        U::Decompress(kind, e) => Error::Io(format!("the {kind} answer could not be decoded: {}", text(&e))),
+        other => Error::Io(text(&other)),
+    }
+}
+
+/// Sends one POST of `body` to `url` with `headers`, retrying as the options allow.
+///
+/// Retries (up to `options.retries`) follow connect failures and statuses 408, 409, 429, 500,
+/// 502, 503, 504 (or `x-should-retry: true`), never a failure after the request was sent.
+pub fn post(
+    url: &str,
+    headers: &Headers,
+    body: &str,
+    token: &str,
+    options: &Options,
+    trace: &mut dyn FnMut(&TraceEvent),
+) -> Result<Response, Error> {
+    let header_bytes = headers.wire_len() + url.len() + 64;
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err(Error::invalid(
+            "headers",
+            format!("the request headers take {header_bytes} bytes, more than the limit of {MAX_HEADER_BYTES}"),
+        ));
+    }
+    let agent = agent();
+    let start = Instant::now();
+    let deadline = start + options.timeout;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let began = Instant::now();
+        let remaining = deadline.saturating_duration_since(began);
+        if remaining.is_zero() {
+            return Err(map_error(ureq::Error::Timeout(ureq::Timeout::Global), options, token));
+        }
+        let outcome = send_once(&agent, url, headers, body, options, remaining);
+        let elapsed = began.elapsed();
+        let can_retry = attempt <= options.retries;
+        match outcome {
+            Ok(resp) => {
+                let mut retry_in = None;
+                if can_retry && retryable_status(resp.status, resp.header("x-should-retry")) {
+                    let wait = server_wait(&resp).unwrap_or_else(|| backoff(attempt - 1));
+                    if Instant::now() + wait < deadline {
+                        retry_in = Some(wait);
+                    }
+                }
+                trace(&TraceEvent::Attempt {
+                    attempt,
+                    status: Some(resp.status),
+                    elapsed,
+                    bytes: resp.body.len() as u64,
+                    request_id: resp.header("x-request-id"),
+                    error: None,
+                    retry_in,
+                });
+                match retry_in {
+                    Some(wait) => std::thread::sleep(wait),
+                    None => return Ok(resp),
+                }
+            }
+            Err(err) => {
+                let mut retry_in = None;
+                if can_retry && retryable_error(&err) {
+                    let wait = backoff(attempt - 1);
+                    if Instant::now() + wait < deadline {
+                        retry_in = Some(wait);
+                    }
+                }
+                let mapped = map_error(err, options, token);
+                trace(&TraceEvent::Attempt {
+                    attempt,
+                    status: None,
+                    elapsed,
+                    bytes: 0,
+                    request_id: None,
+                    error: Some(&mapped.to_string()),
+                    retry_in,
+                });
+                match retry_in {
+                    Some(wait) => std::thread::sleep(wait),
+                    None => return Err(mapped),
+                }
+            }
+        }
+    }
+}
+
+fn send_once(
+    agent: &ureq::Agent,
+    url: &str,
+    headers: &Headers,
+    body: &str,
+    options: &Options,
+    remaining: Duration,
+) -> Result<Response, ureq::Error> {
+    let mut req = agent
+        .post(url)
+        .config()
+        .timeout_global(Some(remaining))
+        .timeout_connect(Some(options.connect_timeout))
+        .build();
+    for (name, value) in headers.iter() {
+        req = req.header(name, value);
+    }
+    let mut resp = req.send(body.as_bytes())?;
+    let status = resp.status().as_u16();
+    let resp_headers = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(options.max_response_bytes)
+        .read_to_vec()?;
+    Ok(Response { status, headers: resp_headers, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps_with_jitter() {
+        for k in 0..8 {
+            let want = (0.5 * 2f64.powi(k)).min(8.0);
+            let got = backoff(k as u32).as_secs_f64();
+            assert!(got <= want && got >= want * 0.75, "k={k} got={got}");
+        }
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let r = |h: Vec<(&str, &str)>| Response {
+            status: 429,
+            headers: h.into_iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+            body: vec![],
+        };
+        assert_eq!(server_wait(&r(vec![("retry-after-ms", "1500")])), Some(Duration::from_millis(1500)));
+        assert_eq!(server_wait(&r(vec![("retry-after", "2")])), Some(Duration::from_secs(2)));
+        assert_eq!(server_wait(&r(vec![("retry-after", "500")])), None);
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
+        let got = server_wait(&r(vec![("retry-after", &date)])).unwrap();
+        assert!(got > Duration::from_secs(25) && got <= Duration::from_secs(30));
+        assert_eq!(server_wait(&r(vec![])), None);
+    }
+}

@@ -1,0 +1,72 @@
+//! # opi_openai
+//!
+//! OPI's `GetImages`, natively: generate images through any OpenAI-compatible server with one
+//! call, from Rust, C (see `include/opi_openai.h`), 1C:Enterprise, OneScript or any FFI.
+//!
+//! ```no_run
+//! let json = opi_openai::get_images(
+//!     "https://api.openai.com/v1", "sk-...", "dall-e-3",
+//!     "{'prompt':'Yellow alpaca','n':1,'size':'1024x1024'}", "");
+//! assert!(json.starts_with('{'));
+//! ```
+//!
+//! ## The result contract
+//! Every call returns JSON text; a caller checks one key, `error`:
+//! - a JSON body, whatever the HTTP status: that body byte for byte (after gzip decoding), so
+//!   API errors come back as the server's `{"error": {...}}`, as in OPI;
+//! - an empty body: `{}`;
+//! - a body that is not JSON or not UTF-8: `{"error": {"type": "opi_invalid_response", "code":
+//!   "not_json", "message", "status", "content_type", "body": <at most 2 KiB, lossy UTF-8>}}`;
+//! - a local failure: `{"error": {"type": "opi_client_error", "code": invalid_argument | dns |
+//!   connect | tls | timeout | too_large | redirects | io, "param": <argument or null>,
+//!   "message": <one sentence>}}`.
+//!
+//! The token never appears in a result.
+
+#![warn(missing_docs)]
+
+mod capi;
+mod core;
+
+pub use crate::core::options::OPTION_KEYS;
+pub use crate::core::{
+    get_images_traced, Endpoint, Error, Headers, ImageRequest, Options, TraceEvent, USER_AGENT, VERSION,
+};
+
+/// OPI's `GetImages(URL, Token, Model, Description, AdditionalHeaders)` with default options:
+/// the result JSON (see the crate docs for the contract).
+pub fn get_images(url: &str, token: &str, model: &str, descr: &str, headers: &str) -> String {
+    let req = ImageRequest { url, token, model, descr, headers };
+    get_images_traced(&req, &Options::default(), &mut |_| {})
+}
+
+/// [`get_images`] with an options JSON (object text, single-quoted JSON, or `.json` path;
+/// empty means defaults). Bad options are an error result naming `options`.
+pub fn get_images_ex(req: &ImageRequest, options: &str) -> String {
+    match Options::parse(options) {
+        Ok(options) => get_images_traced(req, &options, &mut |_| {}),
+        Err(err) => err.to_result_json(),
+    }
+}
+
+/// OPI's `GetImageDescriptionStructure`: `{"prompt", "n", "background", "size"}` with empty
+/// values (empty string, 0) left out, then `additional` (a JSON object in any of the three
+/// forms) merged last and winning. Returns the JSON text, or an error result naming
+/// `additional`.
+pub fn image_description_structure(
+    prompt: &str,
+    count: i64,
+    background: &str,
+    size: &str,
+    additional: &str,
+) -> String {
+    crate::core::request::image_description_structure(prompt, count, background, size, additional)
+        .unwrap_or_else(|e| e.to_result_json())
+}
+
+/// Parses a JSON-object argument in any of the three accepted forms (JSON text, OPI's
+/// single-quoted JSON, path of a `.json` file); used by front ends that print or merge JSON.
+/// The error names `param`.
+pub fn parse_json_object(text: &str, param: &'static str) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+    crate::core::input::parse_object(text, param)
+}

@@ -1,0 +1,25 @@
+//! The committed C header is what cbindgen generates from the sources today.
+
+use std::path::Path;
+
+#[test]
+fn committed_header_is_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
+    let mut generated = Vec::new();
+    cbindgen::Builder::new()
+        .with_crate(root)
+        .with_config(config)
+        .generate()
+        .expect("cbindgen generates the header")
+        .write(&mut generated);
+    let path = root.join("include/opi_openai.h");
+    if std::env::var_os("OPI_BLESS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "include/opi_openai.h is stale: run `OPI_BLESS=1 cargo test --test header` and commit it"
+    );
+}
