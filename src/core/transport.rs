@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use ureq::http::Uri;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
@@ -22,6 +22,8 @@ const MAX_HEADER_BYTES: usize = 256 * 1024;
 const IDLE_PER_HOST: usize = 64;
 /// Longest server-requested wait honoured (as openai-python).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+/// Redirects followed per attempt (OPI's limit).
+const MAX_REDIRECTS: u32 = 5;
 /// Cached name lookups live this long.
 const DNS_TTL: Duration = Duration::from_secs(30);
 
@@ -46,29 +48,27 @@ impl Response {
     }
 }
 
-fn agent() -> ureq::Agent {
-    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
-    AGENT
-        .get_or_init(|| {
-            let config = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .max_redirects(5)
-                .max_redirects_will_error(true)
-                .output_buffer_size(OUTPUT_BUFFER)
-                .max_idle_connections(IDLE_PER_HOST * 4)
-                .max_idle_connections_per_host(IDLE_PER_HOST)
-                .user_agent(ureq::config::AutoHeaderValue::None)
-                .accept(ureq::config::AutoHeaderValue::None)
-                .accept_encoding(ureq::config::AutoHeaderValue::None)
-                .tls_config(
-                    ureq::tls::TlsConfig::builder()
-                        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-                        .build(),
-                )
-                .build();
-            ureq::Agent::with_parts(config, DefaultConnector::new(), CachingResolver::default())
-        })
-        .clone()
+/// A new agent with our settings, going through `proxy` (`None`: direct) with `tls`. Which
+/// agent a call uses (one per proxy and TLS setting, cached) is decided in [`super::agent`].
+pub(super) fn build_agent(proxy: Option<ureq::Proxy>, tls: ureq::tls::TlsConfig) -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        // Redirects are followed by `exchange`: ureq turns a 307/308 after a POST into
+        // an error and a 301/302 into a GET that keeps no body.
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .output_buffer_size(OUTPUT_BUFFER)
+        .max_idle_connections(IDLE_PER_HOST * 4)
+        .max_idle_connections_per_host(IDLE_PER_HOST)
+        .user_agent(ureq::config::AutoHeaderValue::None)
+        .accept(ureq::config::AutoHeaderValue::None)
+        .accept_encoding(ureq::config::AutoHeaderValue::None)
+        .tls_config(tls)
+        // Always set: ureq's default reads the proxy environment its own way; ours
+        // (scheme-aware, curl's NO_PROXY rules) is applied in `super::agent`.
+        .proxy(proxy)
+        .build();
+    ureq::Agent::with_parts(config, DefaultConnector::new(), CachingResolver::default())
 }
 
 /// Resolves IP literals without a lookup (and without ureq's per-call resolver thread), and
@@ -119,7 +119,7 @@ impl Resolver for CachingResolver {
 }
 
 /// Whether a failed attempt may be repeated: only when nothing reached the server.
-fn retryable_error(err: &ureq::Error) -> bool {
+pub(super) fn retryable_error(err: &ureq::Error) -> bool {
     match err {
         ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
         ureq::Error::Timeout(t) => matches!(t, ureq::Timeout::Connect | ureq::Timeout::Resolve),
@@ -161,7 +161,7 @@ fn server_wait(resp: &Response) -> Option<Duration> {
 }
 
 /// Exponential backoff with jitter: min(0.5 s · 2^k, 8 s) times a random 0.75..1.
-fn backoff(retry: u32) -> Duration {
+pub(super) fn backoff(retry: u32) -> Duration {
     let base = (0.5 * 2f64.powi(retry.min(16) as i32)).min(8.0);
     let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
     let jitter = 1.0 - 0.25 * (random as f64 / u64::MAX as f64);
@@ -169,7 +169,7 @@ fn backoff(retry: u32) -> Duration {
 }
 
 /// Maps a ureq error to ours; `token` is scrubbed from every message.
-fn map_error(err: ureq::Error, options: &Options, token: &str) -> Error {
+pub(super) fn map_error(err: ureq::Error, options: &Options, token: &str) -> Error {
     use ureq::Error as U;
     let text = |e: &dyn std::fmt::Display| redact(&e.to_string(), token);
     match err {
@@ -245,7 +245,7 @@ pub fn post(
             format!("the request headers take {header_bytes} bytes, more than the limit of {MAX_HEADER_BYTES}"),
         ));
     }
-    let agent = agent();
+    let agent = super::agent::for_url(url, options)?;
     let start = Instant::now();
     let deadline = start + options.timeout;
     let mut attempt = 0u32;
@@ -256,7 +256,7 @@ pub fn post(
         if remaining.is_zero() {
             return Err(map_error(ureq::Error::Timeout(ureq::Timeout::Global), options, token));
         }
-        let outcome = send_once(&agent, url, headers, body, options, remaining);
+        let outcome = exchange(&agent, url, headers, body, options, remaining);
         let elapsed = began.elapsed();
         let can_retry = attempt <= options.retries;
         match outcome {
@@ -309,7 +309,10 @@ pub fn post(
     }
 }
 
-fn send_once(
+/// One attempt: the POST and the redirects it leads to. 307 and 308 repeat the POST with its
+/// body; 301, 302 and 303 continue with a GET (as browsers, curl and the SDKs do).
+/// `Authorization` is only sent to the origin it was given for.
+fn exchange(
     agent: &ureq::Agent,
     url: &str,
     headers: &Headers,
@@ -317,16 +320,75 @@ fn send_once(
     options: &Options,
     remaining: Duration,
 ) -> Result<Response, ureq::Error> {
-    let mut req = agent
-        .post(url)
-        .config()
-        .timeout_global(Some(remaining))
-        .timeout_connect(Some(options.connect_timeout))
-        .build();
-    for (name, value) in headers.iter() {
-        req = req.header(name, value);
+    let started = Instant::now();
+    let mut current = url.to_string();
+    let mut body = Some(body.as_bytes());
+    let mut same_origin = true;
+    for hop in 0..=MAX_REDIRECTS {
+        let left = remaining.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(ureq::Error::Timeout(ureq::Timeout::Global));
+        }
+        let resp = send_once(agent, &current, headers, body, same_origin, options, left)?;
+        let location = match resp.status {
+            301 | 302 | 303 | 307 | 308 => resp.header("location"),
+            _ => None,
+        };
+        let Some(location) = location else {
+            return Ok(resp);
+        };
+        if hop == MAX_REDIRECTS {
+            return Err(ureq::Error::TooManyRedirects);
+        }
+        let base = url::Url::parse(&current).map_err(|_| ureq::Error::RedirectFailed)?;
+        let next = base.join(location.trim()).map_err(|_| ureq::Error::RedirectFailed)?;
+        if !matches!(next.scheme(), "http" | "https") {
+            return Err(ureq::Error::RedirectFailed);
+        }
+        same_origin &= next.origin() == url::Url::parse(url).map_err(|_| ureq::Error::RedirectFailed)?.origin();
+        if matches!(resp.status, 301..=303) {
+            body = None;
+        }
+        current = next.into();
     }
-    let mut resp = req.send(body.as_bytes())?;
+    unreachable!("the loop returns by its last hop")
+}
+
+fn send_once(
+    agent: &ureq::Agent,
+    url: &str,
+    headers: &Headers,
+    body: Option<&[u8]>,
+    with_auth: bool,
+    options: &Options,
+    remaining: Duration,
+) -> Result<Response, ureq::Error> {
+    fn prepare<B>(
+        req: ureq::RequestBuilder<B>,
+        headers: &Headers,
+        with_body: bool,
+        with_auth: bool,
+        options: &Options,
+        remaining: Duration,
+    ) -> ureq::RequestBuilder<B> {
+        let mut req = req
+            .config()
+            .timeout_global(Some(remaining))
+            .timeout_connect(Some(options.connect_timeout))
+            .build();
+        for (name, value) in headers.iter() {
+            let skip = (!with_auth && name.eq_ignore_ascii_case("authorization"))
+                || (!with_body && name.eq_ignore_ascii_case("content-type"));
+            if !skip {
+                req = req.header(name, value);
+            }
+        }
+        req
+    }
+    let mut resp = match body {
+        Some(body) => prepare(agent.post(url), headers, true, with_auth, options, remaining).send(body)?,
+        None => prepare(agent.get(url), headers, false, with_auth, options, remaining).call()?,
+    };
     let status = resp.status().as_u16();
     let resp_headers = resp
         .headers()
