@@ -5,6 +5,7 @@ pub mod proxy;
 pub mod server;
 pub mod tls;
 
+#[allow(unused_imports)]
 pub use server::{Action, Recorded, Reply, TestServer};
 
 use serde_json::Value;
@@ -46,7 +47,10 @@ pub fn cdylib() -> std::path::PathBuf {
             .flat_map(|m| m["filenames"].as_array().cloned().unwrap_or_default())
             .filter_map(|f| f.as_str().map(std::path::PathBuf::from))
             .find(|p| {
-                matches!(p.extension().and_then(|e| e.to_str()), Some("so" | "dylib" | "dll"))
+                matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("so" | "dylib" | "dll")
+                )
             })
             .expect("cargo reported no cdylib for opi_openai")
     })
@@ -60,5 +64,8 @@ pub fn require_tool(name: &str) {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    assert!(found, "{name} is required for this test (CI installs it: see .ci/run)");
+    assert!(
+        found,
+        "{name} is required for this test (CI installs it: see .ci/run)"
+    );
 }

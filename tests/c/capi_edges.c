@@ -1,0 +1,71 @@
+/* Edge cases of the C ABI, run by tests/capi.rs (and under valgrind): NULLs, invalid UTF-8,
+ * bad JSON, hostile headers, free(NULL), the version string, many calls from threads.
+ * Usage: capi_edges URL. Prints one line per check; exits non-zero on the first failure. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "opi_openai.h"
+
+static int failures = 0;
+
+static void expect(const char *name, char *result, const char *needle1, const char *needle2) {
+    int ok = result != NULL && strstr(result, needle1) != NULL &&
+             (needle2 == NULL || strstr(result, needle2) != NULL);
+    printf("%s %s: %s\n", ok ? "ok  " : "FAIL", name, result ? result : "(NULL)");
+    if (!ok) failures++;
+    opi_free_string(result);
+}
+
+static const char *URL;
+
+static void *worker(void *arg) {
+    long id = (long)arg;
+    for (int i = 0; i < 10; i++) {
+        char descr[128];
+        snprintf(descr, sizeof descr, "{\"prompt\":\"thread %ld call %d\"}", id, i);
+        char *r = opi_openai_get_images(URL, "sk-c-test", "m", descr, NULL);
+        if (strstr(r, "\"created\"") == NULL) {
+            printf("FAIL thread %ld: %s\n", id, r);
+            __atomic_add_fetch(&failures, 1, __ATOMIC_SEQ_CST);
+        }
+        opi_free_string(r);
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    URL = argv[1];
+    const char *descr = "{'prompt':'Yellow alpaca','n':1}";
+    const char bad_utf8[] = {'{', '"', 'p', '"', ':', '"', (char)0xff, (char)0xfe, '"', '}', 0};
+
+    expect("success", opi_openai_get_images(URL, "sk-c-test", "dall-e-3", descr, ""), "\"created\"", NULL);
+    expect("NULL token and model", opi_openai_get_images(URL, NULL, NULL, descr, NULL), "\"created\"", NULL);
+    expect("NULL url", opi_openai_get_images(NULL, "t", "m", descr, NULL), "\"invalid_argument\"", "\"param\":\"url\"");
+    expect("NULL descr", opi_openai_get_images(URL, "t", "m", NULL, NULL), "\"invalid_argument\"", "\"param\":\"descr\"");
+    expect("invalid UTF-8 descr", opi_openai_get_images(URL, "t", "m", bad_utf8, NULL), "\"param\":\"descr\"", "UTF-8");
+    expect("invalid UTF-8 token", opi_openai_get_images(URL, bad_utf8, "m", descr, NULL), "\"param\":\"token\"", NULL);
+    expect("invalid UTF-8 model", opi_openai_get_images(URL, "t", bad_utf8, descr, NULL), "\"param\":\"model\"", NULL);
+    expect("invalid UTF-8 headers", opi_openai_get_images(URL, "t", "m", descr, bad_utf8), "\"param\":\"headers\"", NULL);
+    expect("malformed descr", opi_openai_get_images(URL, "t", "m", "{'prompt':", NULL), "\"param\":\"descr\"", NULL);
+    expect("header injection", opi_openai_get_images(URL, "t", "m", descr, "{\"X\":\"a\\r\\nB: c\"}"), "\"param\":\"headers\"", NULL);
+    expect("bad options", opi_openai_get_images_ex(URL, "t", "m", descr, NULL, "{\"no_such_key\":1}"), "\"param\":\"options\"", "no_such_key");
+    expect("options retries 0", opi_openai_get_images_ex(URL, "t", "m", descr, NULL, "{'retries':0}"), "\"created\"", NULL);
+    expect("description structure", opi_openai_get_image_description_structure("Yellow alpaca", 1, NULL, "1024x1024", NULL),
+           "{\"prompt\":\"Yellow alpaca\",\"n\":1,\"size\":\"1024x1024\"}", NULL);
+    expect("description structure all empty", opi_openai_get_image_description_structure(NULL, 0, "", NULL, ""), "{}", NULL);
+    expect("description structure bad additional", opi_openai_get_image_description_structure("p", 1, NULL, NULL, "[1]"),
+           "\"param\":\"additional\"", NULL);
+    opi_free_string(NULL);
+    printf("ok   free NULL\n");
+    const char *v = opi_version();
+    if (v == NULL || strlen(v) == 0) { printf("FAIL version\n"); failures++; } else printf("ok   version %s\n", v);
+
+    pthread_t threads[8];
+    for (long t = 0; t < 8; t++) pthread_create(&threads[t], NULL, worker, (void *)t);
+    for (int t = 0; t < 8; t++) pthread_join(threads[t], NULL);
+    printf("%s threads\n", failures ? "FAIL" : "ok  ");
+    return failures ? 1 : 0;
+}

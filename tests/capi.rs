@@ -1,0 +1,130 @@
+//! The C ABI as C programs see it: real programs compiled with gcc -Wall -Wextra -Werror
+//! against the committed header, linked to the built library, run against the local test
+//! server, and run again under valgrind (0 errors, 0 bytes definitely lost).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use support::{Action, Reply, TestServer};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Compiles `source` against include/opi_openai.h and the built library.
+fn compile(source: &str, name: &str) -> PathBuf {
+    support::require_tool("gcc");
+    let lib = support::cdylib();
+    let out_dir = std::env::temp_dir().join(format!("opi-capi-{}", std::process::id()));
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let exe = out_dir.join(name);
+    let status = Command::new("gcc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g", "-pthread"])
+        .arg("-I")
+        .arg(root().join("include"))
+        .arg(root().join(source))
+        .arg("-o")
+        .arg(&exe)
+        .arg("-L")
+        .arg(lib.parent().unwrap())
+        .arg(format!("-Wl,-rpath,{}", lib.parent().unwrap().display()))
+        .arg("-lopi_openai")
+        .status()
+        .expect("run gcc");
+    assert!(status.success(), "gcc failed on {source}");
+    exe
+}
+
+fn run(exe: &Path, args: &[&str], valgrind: bool) -> Output {
+    let mut cmd = if valgrind {
+        support::require_tool("valgrind");
+        let mut c = Command::new("valgrind");
+        c.args([
+            "--error-exitcode=97",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite",
+            "--show-leak-kinds=definite",
+            "--track-origins=yes",
+        ])
+        .arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    cmd.args(args).env_remove("OPENAI_TOKEN").output().expect("run the C program")
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn image_server() -> TestServer {
+    TestServer::start(support::server::images_handler())
+}
+
+#[test]
+fn get_images_example_prints_the_servers_json() {
+    let server = image_server();
+    let exe = compile("examples/get_images.c", "get_images");
+    let out = run(&exe, &[&server.url(), "dall-e-3", "A yellow alpaca"], false);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "exit {:?}\n{stdout}\n{stderr}", out.status);
+    let json_line = stdout.lines().nth(1).expect("the result line");
+    let v = support::parse(json_line);
+    assert_eq!(v["data"][0]["revised_prompt"], "A yellow alpaca");
+    assert!(v["data"][0]["b64_json"].as_str().unwrap().len() > 100);
+    let req = &server.requests()[0];
+    assert_eq!(req.header("x-client"), Some("opi_openai C example"));
+    assert_eq!(
+        req.body_text(),
+        r#"{"model":"dall-e-3","prompt":"A yellow alpaca","n":1,"size":"1024x1024","response_format":"b64_json"}"#
+    );
+}
+
+#[test]
+fn get_images_example_reports_api_errors_with_exit_1() {
+    let server = TestServer::start(|_, _| {
+        Action::Reply(Reply::json(401, r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#))
+    });
+    let exe = compile("examples/get_images.c", "get_images_err");
+    let out = run(&exe, &[&server.url()], false);
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("invalid_api_key"));
+}
+
+#[test]
+fn get_images_example_under_valgrind_is_clean() {
+    let server = image_server();
+    let exe = compile("examples/get_images.c", "get_images_vg");
+    let out = run(&exe, &[&server.url()], true);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "valgrind reported errors (exit {:?}):\n{stderr}", out.status);
+    assert!(stdout.contains("b64_json"), "{stdout}");
+    assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
+    assert!(!stderr.contains("definitely lost: ") || stderr.contains("definitely lost: 0 bytes"), "{stderr}");
+}
+
+#[test]
+fn c_abi_edge_cases_give_error_results_never_crashes() {
+    let server = image_server();
+    let exe = compile("tests/c/capi_edges.c", "capi_edges");
+    let out = run(&exe, &[&server.url()], false);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}
+
+#[test]
+fn c_abi_edge_cases_under_valgrind_are_clean() {
+    let server = image_server();
+    let exe = compile("tests/c/capi_edges.c", "capi_edges_vg");
+    let out = run(&exe, &[&server.url()], true);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "exit {:?}\n{stdout}\n{stderr}", out.status);
+    assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
+}
