@@ -6,7 +6,6 @@
 //! (default `gpt-image-1`), `OPENAI_PROMPT` the prompt. The image goes to `target/demo/`.
 
 #[path = "../tests/support/server.rs"]
-#[allow(dead_code)]
 mod server;
 
 use base64::Engine;
