@@ -85,7 +85,14 @@ fn main() -> ExitCode {
                     hint(name, cli::METHODS),
                     cli::METHODS.join(", ")
                 ),
-                Failure::Option { option, message } => eprintln!("oint: {option}: {message}"),
+                Failure::Option { option, message } => {
+                    // "options: " says where the library looked; a flag names it better.
+                    let message = match option.as_str() {
+                        "--options-json" => message.as_str(),
+                        _ => message.strip_prefix("options: ").unwrap_or(message),
+                    };
+                    eprintln!("oint: {option}: {message}")
+                }
                 Failure::Usage(text) => eprint!("{text}"),
                 Failure::Unexpected(message) => eprintln!("oint: unexpected error: {message}"),
             }
@@ -215,7 +222,7 @@ fn get_images(args: &GetImagesArgs, token_from_env: bool) -> Result<(), Failure>
             "model" => Some("--model"),
             "descr" => Some("--descr"),
             "headers" => Some("--headers"),
-            "options" => Some(options_option(args)),
+            "options" => Some(options_option(args, &message)),
             _ => None,
         };
         if let Some(option) = option {
@@ -244,12 +251,9 @@ fn structure(args: &StructureArgs) -> Result<(), Failure> {
         args.options.as_deref().unwrap_or(""),
     );
     if let Some((param, message)) = invalid_argument(&result) {
-        let option = if param == "additional" {
-            "--options"
-        } else {
-            "an option"
-        };
-        return Err(Failure::option(option, message));
+        if param == "additional" {
+            return Err(Failure::option("--options", message));
+        }
     }
     output::emit(&result, args.common.out.as_deref())
 }
@@ -270,16 +274,24 @@ fn invalid_argument(result: &str) -> Option<(String, String)> {
     Some((param, message))
 }
 
-/// Which option to blame for an options error found during the call (the flags were each
-/// checked alone before, so it is `--options-json` when given).
-fn options_option(args: &GetImagesArgs) -> &'static str {
+/// Which option to blame for an options error found after each flag passed alone (say a
+/// `--save-dir` that cannot be created): the given flag whose key the message names, else
+/// `--options-json` when given, else the first flag given.
+fn options_option(args: &GetImagesArgs, message: &str) -> &'static str {
+    let given = || {
+        cli::OPTION_FLAGS
+            .iter()
+            .filter(|(_, key)| args.flag_value(key).is_some())
+    };
+    if let Some((flag, _)) = given().find(|(_, key)| message.contains(key)) {
+        return flag;
+    }
     if args.options_json.is_some() {
         return "--options-json";
     }
-    cli::OPTION_FLAGS
-        .iter()
-        .find(|(_, key)| args.flag_value(key).is_some())
+    given()
         .map(|(flag, _)| *flag)
+        .next()
         .unwrap_or("--options-json")
 }
 
@@ -299,16 +311,13 @@ fn call_options(args: &GetImagesArgs) -> Result<(Map<String, Value>, Options), F
         };
         let alone = Value::Object(Map::from_iter([(key.to_string(), value.clone())])).to_string();
         if let Err(e) = Options::parse(&alone) {
-            let message = e.to_string();
-            let message = message
-                .strip_prefix("options: ")
-                .unwrap_or(&message)
-                .to_string();
-            return Err(Failure::option(*flag, message));
+            return Err(Failure::option(*flag, e.to_string()));
         }
         merged.insert(key.to_string(), value);
     }
-    let options = Options::parse(&Value::Object(merged.clone()).to_string())
-        .map_err(|e| Failure::option(options_option(args), e.to_string()))?;
+    let options = Options::parse(&Value::Object(merged.clone()).to_string()).map_err(|e| {
+        let message = e.to_string();
+        Failure::option(options_option(args, &message), message)
+    })?;
     Ok((merged, options))
 }
