@@ -25,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+mod addin;
 mod capi;
 mod core;
 
@@ -32,6 +33,7 @@ pub use crate::core::options::OPTION_KEYS;
 pub use crate::core::{
     get_images_traced, Endpoint, Error, Headers, ImageRequest, Options, TraceEvent, USER_AGENT, VERSION,
 };
+pub use crate::core::{ResponseShape, TLS_VERIFY_OFF};
 
 /// OPI's `GetImages(URL, Token, Model, Description, AdditionalHeaders)` with default options:
 /// the result JSON (see the crate docs for the contract).

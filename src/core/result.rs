@@ -40,3 +40,29 @@ pub fn classify(resp: Response) -> String {
     }})
     .to_string()
 }
+
+/// OPI's `adv_response` shape for `response: "full"`: `{"status": N, "headers": {name:
+/// value}, "body": <body>}`. `body` must be JSON text (every result is); it is spliced in as
+/// is, so a large body is neither parsed again nor changed. Header names are lowercase; a
+/// header sent more than once has its values joined with ", " (as HTTP allows).
+pub fn full(status: u16, headers: &[(String, String)], body: &str) -> String {
+    let mut map = serde_json::Map::new();
+    for (name, value) in headers {
+        let name = name.to_ascii_lowercase();
+        match map.get_mut(&name) {
+            Some(serde_json::Value::String(joined)) => {
+                joined.push_str(", ");
+                joined.push_str(value);
+            }
+            _ => {
+                map.insert(name, serde_json::Value::String(value.clone()));
+            }
+        }
+    }
+    let headers = serde_json::Value::Object(map).to_string();
+    let mut out = String::with_capacity(body.len() + headers.len() + 40);
+    out.push_str(&format!("{{\"status\":{status},\"headers\":{headers},\"body\":"));
+    out.push_str(body.trim());
+    out.push('}');
+    out
+}
