@@ -167,6 +167,11 @@ fn https_with_an_unknown_ca_fails_with_code_tls() {
     let server = TlsServer::start(images_handler());
     let result = call(&server.url(), json!({}));
     assert_eq!(result["error"]["code"], "tls", "{result}");
+    let message = result["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("ca_file"),
+        "the message tells the way out: {message}"
+    );
     assert_eq!(server.handshakes(), 0);
     assert!(server.requests().is_empty());
 }
@@ -254,6 +259,13 @@ fn proxy_credentials_are_sent_and_required() {
 
     let refused = call(&server.url(), json!({"proxy": proxy.url(), "retries": 0}));
     assert_eq!(refused["error"]["code"], "connect", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("407"),
+        "{refused}"
+    );
     assert!(server.requests().is_empty());
 
     let with_url = call(

@@ -186,12 +186,17 @@ pub(super) fn map_error(err: ureq::Error, options: &Options, token: &str) -> Err
         }),
         U::HostNotFound => Error::Dns("no address found for the host".to_string()),
         U::ConnectionFailed => Error::Connect("no address of the host accepted a connection".to_string()),
+        // ureq words a refusal as "proxy server responded 407/407": name the usual cause.
+        U::ConnectProxyFailed(m) if m.contains("407") => Error::Connect(
+            "the proxy requires authentication (HTTP 407): give user:password in the proxy URL or the proxy's User and Password"
+                .to_string(),
+        ),
         U::ConnectProxyFailed(m) => Error::Connect(format!("the proxy refused the tunnel: {}", redact(&m, token))),
         U::BodyExceedsLimit(_) => Error::TooLarge { limit: options.max_response_bytes },
         U::TooManyRedirects => Error::Redirects("more than 5 redirects".to_string()),
         U::RedirectFailed => Error::Redirects("a redirect could not be followed".to_string()),
         U::Tls(m) => Error::Tls(m.to_string()),
-        U::Rustls(e) => Error::Tls(text(&e)),
+        U::Rustls(e) => Error::Tls(with_trust_hint(text(&e))),
         U::Pem(e) => Error::Tls(text(&e)),
         U::BadUri(m) => Error::invalid("url", format!("url is not a valid URL: {}", redact(&m, token))),
         U::Http(e) => Error::invalid("headers", format!("the request could not be built: {}", text(&e))),
@@ -208,7 +213,7 @@ pub(super) fn map_error(err: ureq::Error, options: &Options, token: &str) -> Err
                     | io::ErrorKind::AddrNotAvailable => Error::Connect(msg),
                     io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Error::Timeout(msg),
                     io::ErrorKind::InvalidData if msg.to_ascii_lowercase().contains("certificate") => {
-                        Error::Tls(msg)
+                        Error::Tls(with_trust_hint(msg))
                     }
                     io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => {
                         Error::Io(format!("the connection was closed before the answer was complete ({msg})"))
@@ -223,6 +228,15 @@ pub(super) fn map_error(err: ureq::Error, options: &Options, token: &str) -> Err
         }
         U::Decompress(kind, e) => Error::Io(format!("the {kind} answer could not be decoded: {}", text(&e))),
         other => Error::Io(text(&other)),
+    }
+}
+
+/// An unknown issuer is what a TLS-inspecting firewall causes: say how to trust its root.
+fn with_trust_hint(message: String) -> String {
+    if message.contains("UnknownIssuer") {
+        format!("{message} (the certificate's issuer is not trusted; behind a TLS-inspecting firewall, give its root certificate in the ca_file option)")
+    } else {
+        message
     }
 }
 
