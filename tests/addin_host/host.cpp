@@ -1,0 +1,732 @@
+// A 1C Native API host of our own, for tests: it loads the add-in the way 1C:Enterprise and
+// OneScript do and checks every interface entry, so that g++'s own vtable layout checks the
+// Rust side. The declarations below are written from the Native API's published description
+// (not copied from 1C's headers).
+//
+// Usage: host LIBRARY URL OUT_DIR VERSION [--keep-loaded]
+//   LIBRARY  path of libopi_openai.so
+//   URL      base URL of the local test server (answers like an image API; URL + "big/"
+//            answers a JSON body of more than 1 MiB)
+//   OUT_DIR  where each scenario's results are written, for the Rust test to parse
+//   VERSION  the crate's version, which Version must return
+//   --keep-loaded  skip the final dlclose. For valgrind: the library keeps process-wide caches
+//            (the HTTP agents) in statics, which are reachable while it is loaded and look
+//            "definitely lost" once it is unmapped; 1C and OneScript keep add-ins loaded.
+// Prints one line per check ("ok - ..." or "FAIL - ..."); exits 0 only when all pass.
+
+#include <dlfcn.h>
+
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <set>
+#include <string>
+#include <vector>
+
+typedef char16_t WCHAR_T;
+
+// ---- Our declarations of the Native API --------------------------------------------------
+
+enum : uint16_t {
+    VTYPE_EMPTY = 0, VTYPE_NULL = 1, VTYPE_I2 = 2, VTYPE_I4 = 3, VTYPE_R4 = 4, VTYPE_R8 = 5,
+    VTYPE_DATE = 6, VTYPE_TM = 7, VTYPE_PSTR = 8, VTYPE_INTERFACE = 9, VTYPE_ERROR = 10,
+    VTYPE_BOOL = 11, VTYPE_VARIANT = 12, VTYPE_I1 = 13, VTYPE_UI1 = 14, VTYPE_UI2 = 15,
+    VTYPE_UI4 = 16, VTYPE_I8 = 17, VTYPE_UI8 = 18, VTYPE_INT = 19, VTYPE_UINT = 20,
+    VTYPE_HRESULT = 21, VTYPE_PWSTR = 22, VTYPE_BLOB = 23, VTYPE_CLSID = 24
+};
+
+struct Guid { uint32_t d1; uint16_t d2; uint16_t d3; uint8_t d4[8]; };
+
+struct tVariant {
+    union {
+        int8_t i8Val; int16_t shortVal; int32_t lVal; int32_t intVal; uint32_t uintVal;
+        int64_t llVal; uint8_t ui8Val; uint16_t ushortVal; uint32_t ulVal; uint64_t ullVal;
+        int32_t errCode; long hRes; float fltVal; double dblVal; bool bVal; char chVal;
+        double date; Guid IDVal; tVariant* pvarVal; struct tm tmVal;
+        struct { void* ptr; Guid iid; } iface;
+        struct { char* ptr; uint32_t len; } str;     // PSTR, BLOB: len in bytes
+        struct { WCHAR_T* ptr; uint32_t len; } wstr; // PWSTR: len in UTF-16 units
+    };
+    uint32_t cbElements;
+    uint16_t vt;
+};
+#if defined(__linux__) && defined(__x86_64__)
+static_assert(sizeof(tVariant) == 64, "tVariant is 64 bytes on Linux x86_64");
+static_assert(offsetof(tVariant, vt) == 60, "vt is at 60 on Linux x86_64");
+#endif
+
+class IMemoryManager {
+public:
+    virtual ~IMemoryManager() {}
+    virtual bool AllocMemory(void** memory, unsigned long bytes) = 0;
+    virtual void FreeMemory(void** memory) = 0;
+};
+
+class IAddInDefBase {
+public:
+    virtual ~IAddInDefBase() {}
+    virtual bool AddError(unsigned short code, const WCHAR_T* source, const WCHAR_T* descr, long scode) = 0;
+    virtual bool Read(WCHAR_T* name, tVariant* value, long* error, WCHAR_T** description) = 0;
+    virtual bool Write(WCHAR_T* name, tVariant* value) = 0;
+    virtual bool RegisterProfileAs(WCHAR_T* name) = 0;
+    virtual bool SetEventBufferDepth(long depth) = 0;
+    virtual long GetEventBufferDepth() = 0;
+    virtual bool ExternalEvent(WCHAR_T* source, WCHAR_T* message, WCHAR_T* data) = 0;
+    virtual void CleanEventBuffer() = 0;
+    virtual bool SetStatusLine(WCHAR_T* line) = 0;
+    virtual void ResetStatusLine() = 0;
+};
+
+class IInitDoneBase {
+public:
+    virtual ~IInitDoneBase() {}
+    virtual bool Init(void* host) = 0;
+    virtual bool setMemManager(void* memory) = 0;
+    virtual long GetInfo() = 0;
+    virtual void Done() = 0;
+};
+
+class ILanguageExtenderBase {
+public:
+    virtual ~ILanguageExtenderBase() {}
+    virtual bool RegisterExtensionAs(WCHAR_T** name) = 0;
+    virtual long GetNProps() = 0;
+    virtual long FindProp(const WCHAR_T* name) = 0;
+    virtual const WCHAR_T* GetPropName(long num, long alias) = 0;
+    virtual bool GetPropVal(const long num, tVariant* value) = 0;
+    virtual bool SetPropVal(const long num, tVariant* value) = 0;
+    virtual bool IsPropReadable(const long num) = 0;
+    virtual bool IsPropWritable(const long num) = 0;
+    virtual long GetNMethods() = 0;
+    virtual long FindMethod(const WCHAR_T* name) = 0;
+    virtual const WCHAR_T* GetMethodName(const long num, const long alias) = 0;
+    virtual long GetNParams(const long num) = 0;
+    virtual bool GetParamDefValue(const long method, const long param, tVariant* value) = 0;
+    virtual bool HasRetVal(const long num) = 0;
+    virtual bool CallAsProc(const long num, tVariant* params, const long count) = 0;
+    virtual bool CallAsFunc(const long num, tVariant* ret, tVariant* params, const long count) = 0;
+};
+
+class LocaleBase {
+public:
+    virtual ~LocaleBase() {}
+    virtual void SetLocale(const WCHAR_T* locale) = 0;
+};
+
+class UserLanguageBase {
+public:
+    virtual ~UserLanguageBase() {}
+    virtual void SetUserInterfaceLanguageCode(const WCHAR_T* code) = 0;
+};
+
+class IComponentBase : public IInitDoneBase, public ILanguageExtenderBase, public LocaleBase,
+                       public UserLanguageBase {
+public:
+    virtual ~IComponentBase() {}
+};
+
+typedef const WCHAR_T* (*GetClassNamesFn)();
+typedef long (*GetClassObjectFn)(const WCHAR_T*, IComponentBase**);
+typedef long (*DestroyObjectFn)(IComponentBase**);
+typedef int (*SetPlatformCapabilitiesFn)(int);
+typedef int (*GetAttachTypeFn)();
+
+// ---- Checks and text ---------------------------------------------------------------------
+
+static int failures = 0;
+static std::string scenario = "setup";
+
+static void check(bool ok, const char* format, ...) {
+    char text[1024];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(text, sizeof text, format, args);
+    va_end(args);
+    printf("%s - [%s] %s\n", ok ? "ok" : "FAIL", scenario.c_str(), text);
+    if (!ok) failures++;
+}
+
+static std::string utf8(const std::u16string& s) {
+    std::string out;
+    for (size_t i = 0; i < s.size(); i++) {
+        uint32_t c = s[i];
+        if (c >= 0xD800 && c < 0xDC00 && i + 1 < s.size() && s[i + 1] >= 0xDC00 && s[i + 1] < 0xE000) {
+            c = 0x10000 + ((c - 0xD800) << 10) + (s[i + 1] - 0xDC00);
+            i++;
+        }
+        if (c < 0x80) {
+            out += char(c);
+        } else if (c < 0x800) {
+            out += char(0xC0 | (c >> 6));
+            out += char(0x80 | (c & 0x3F));
+        } else if (c < 0x10000) {
+            out += char(0xE0 | (c >> 12));
+            out += char(0x80 | ((c >> 6) & 0x3F));
+            out += char(0x80 | (c & 0x3F));
+        } else {
+            out += char(0xF0 | (c >> 18));
+            out += char(0x80 | ((c >> 12) & 0x3F));
+            out += char(0x80 | ((c >> 6) & 0x3F));
+            out += char(0x80 | (c & 0x3F));
+        }
+    }
+    return out;
+}
+
+static std::u16string ascii16(const std::string& s) {
+    return std::u16string(s.begin(), s.end());
+}
+
+static std::u16string cstr16(const WCHAR_T* p) {
+    return p ? std::u16string(p) : std::u16string();
+}
+
+static bool contains(const std::string& text, const std::string& part) {
+    return text.find(part) != std::string::npos;
+}
+
+// ---- The host side: memory manager and connection ----------------------------------------
+
+// Counts every allocation the add-in makes through the host; frees must match exactly.
+class CountingMemory : public IMemoryManager {
+public:
+    std::set<void*> live;
+    size_t allocations = 0;
+    size_t foreign_frees = 0;
+    bool refuse_next = false;
+
+    bool AllocMemory(void** memory, unsigned long bytes) override {
+        if (refuse_next) {
+            refuse_next = false;
+            *memory = nullptr;
+            return false;
+        }
+        *memory = malloc(bytes ? bytes : 1);
+        if (!*memory) return false;
+        live.insert(*memory);
+        allocations++;
+        return true;
+    }
+
+    void FreeMemory(void** memory) override {
+        if (!*memory) return;
+        if (live.erase(*memory) == 0) {
+            foreign_frees++;  // not ours: leave it alone rather than corrupt the heap
+        } else {
+            free(*memory);
+        }
+        *memory = nullptr;
+    }
+};
+
+class TestHost : public IAddInDefBase {
+public:
+    std::vector<std::u16string> errors;
+    std::vector<long> scodes;
+
+    bool AddError(unsigned short code, const WCHAR_T* source, const WCHAR_T* descr, long scode) override {
+        errors.push_back(cstr16(descr));
+        scodes.push_back(scode);
+        check(code >= 1000 && code <= 1009, "AddError code %u is an ADDIN_E_* code", code);
+        check(cstr16(source) == u"OPI_OpenAI", "AddError source is OPI_OpenAI");
+        return true;
+    }
+    bool Read(WCHAR_T*, tVariant*, long*, WCHAR_T**) override { return false; }
+    bool Write(WCHAR_T*, tVariant*) override { return false; }
+    bool RegisterProfileAs(WCHAR_T*) override { return false; }
+    bool SetEventBufferDepth(long) override { return false; }
+    long GetEventBufferDepth() override { return 0; }
+    bool ExternalEvent(WCHAR_T*, WCHAR_T*, WCHAR_T*) override { return false; }
+    void CleanEventBuffer() override {}
+    bool SetStatusLine(WCHAR_T*) override { return false; }
+    void ResetStatusLine() override {}
+
+    std::string last_error() const { return errors.empty() ? std::string() : utf8(errors.back()); }
+};
+
+// ---- Variants ----------------------------------------------------------------------------
+
+static tVariant empty_variant() {
+    tVariant v;
+    memset(&v, 0, sizeof v);
+    v.vt = VTYPE_EMPTY;
+    return v;
+}
+
+// Parameters as 1C passes them: strings in host memory, freed by the host after the call.
+class Params {
+public:
+    Params(CountingMemory& memory) : memory_(memory) {}
+    ~Params() {
+        for (tVariant& v : values) {
+            if (v.vt == VTYPE_PWSTR) memory_.FreeMemory(reinterpret_cast<void**>(&v.wstr.ptr));
+        }
+    }
+    Params& text(const std::u16string& s) {
+        tVariant v = empty_variant();
+        void* p = nullptr;
+        memory_.AllocMemory(&p, (s.size() + 1) * sizeof(WCHAR_T));
+        memcpy(p, s.c_str(), (s.size() + 1) * sizeof(WCHAR_T));
+        v.vt = VTYPE_PWSTR;
+        v.wstr.ptr = static_cast<WCHAR_T*>(p);
+        v.wstr.len = uint32_t(s.size());
+        values.push_back(v);
+        return *this;
+    }
+    Params& text(const std::string& ascii) { return text(ascii16(ascii)); }
+    Params& empty() {
+        values.push_back(empty_variant());
+        return *this;
+    }
+    Params& i4(int32_t n) {
+        tVariant v = empty_variant();
+        v.vt = VTYPE_I4;
+        v.lVal = n;
+        values.push_back(v);
+        return *this;
+    }
+    Params& r8(double d) {
+        tVariant v = empty_variant();
+        v.vt = VTYPE_R8;
+        v.dblVal = d;
+        values.push_back(v);
+        return *this;
+    }
+    Params& boolean(bool b) {
+        tVariant v = empty_variant();
+        v.vt = VTYPE_BOOL;
+        v.bVal = b;
+        values.push_back(v);
+        return *this;
+    }
+    tVariant* data() { return values.empty() ? nullptr : values.data(); }
+    long count() const { return long(values.size()); }
+    std::vector<tVariant> values;
+
+private:
+    CountingMemory& memory_;
+};
+
+// Takes a returned value: its text (PWSTR as UTF-8, BLOB as bytes), freeing its memory.
+static std::string take(CountingMemory& memory, tVariant& v) {
+    std::string out;
+    if (v.vt == VTYPE_PWSTR) {
+        check(v.wstr.ptr != nullptr, "a returned String has memory");
+        if (v.wstr.ptr) {
+            check(v.wstr.ptr[v.wstr.len] == 0, "a returned String is NUL-terminated at wstrLen");
+            check(memory.live.count(v.wstr.ptr) == 1, "a returned String was allocated by the host");
+            out = utf8(std::u16string(v.wstr.ptr, v.wstr.len));
+            memory.FreeMemory(reinterpret_cast<void**>(&v.wstr.ptr));
+        }
+    } else if (v.vt == VTYPE_BLOB) {
+        if (v.str.len) {
+            check(memory.live.count(v.str.ptr) == 1, "a returned BinaryData was allocated by the host");
+            out.assign(v.str.ptr, v.str.len);
+        }
+        memory.FreeMemory(reinterpret_cast<void**>(&v.str.ptr));
+    }
+    v = empty_variant();
+    return out;
+}
+
+// Takes a returned name (GetMethodName, GetPropName, RegisterExtensionAs).
+static std::u16string take_name(CountingMemory& memory, const WCHAR_T* name) {
+    if (!name) return std::u16string();
+    check(memory.live.count(const_cast<WCHAR_T*>(name)) == 1, "a returned name was allocated by the host");
+    std::u16string out(name);
+    void* p = const_cast<WCHAR_T*>(name);
+    memory.FreeMemory(&p);
+    return out;
+}
+
+// ---- What the add-in must declare --------------------------------------------------------
+
+enum Default { REQUIRED, EMPTY_STRING, ZERO };
+
+struct ExpectedMethod {
+    const char16_t* en;
+    const char16_t* ru;
+    const char16_t* en_other_case;
+    const char16_t* ru_other_case;
+    std::vector<Default> params;
+};
+
+static const std::vector<ExpectedMethod> methods = {
+    {u"GetImages", u"ПолучитьКартинки", u"GETIMAGES", u"получитькартинки",
+     {REQUIRED, EMPTY_STRING, EMPTY_STRING, REQUIRED, EMPTY_STRING}},
+    {u"GetImagesEx", u"ПолучитьКартинкиРасш", u"getimagesex", u"ПОЛУЧИТЬКАРТИНКИРАСШ",
+     {REQUIRED, EMPTY_STRING, EMPTY_STRING, REQUIRED, EMPTY_STRING, EMPTY_STRING}},
+    {u"GetImageDescriptionStructure", u"ПолучитьСтруктуруОписанияКартинок",
+     u"getimagedescriptionstructure", u"ПОЛУЧИТЬСТРУКТУРУОПИСАНИЯКАРТИНОК",
+     {REQUIRED, ZERO, EMPTY_STRING, EMPTY_STRING, EMPTY_STRING}},
+    {u"Version", u"Версия", u"VERSION", u"версия", {}},
+};
+
+struct ExpectedProperty {
+    const char16_t* en;
+    const char16_t* ru;
+    const char16_t* other_case;
+    bool writable;
+};
+
+static const std::vector<ExpectedProperty> properties = {
+    {u"Options", u"Опции", u"опции", true},
+    {u"LastResult", u"ПоследнийРезультат", u"lastresult", false},
+    {u"Version", u"Версия", u"ВЕРСИЯ", false},
+};
+
+static const char* TOKEN = "sk-addin-secret-7f3a9";
+
+// ---- One scenario: create, initialise in a host's order, drive, tear down -----------------
+
+struct Library {
+    GetClassNamesFn get_class_names;
+    GetClassObjectFn get_class_object;
+    DestroyObjectFn destroy_object;
+    SetPlatformCapabilitiesFn set_platform_capabilities;
+    GetAttachTypeFn get_attach_type;
+};
+
+struct Context {
+    Library lib;
+    std::string url;
+    std::string out_dir;
+    std::string version;
+};
+
+static void save(const Context& ctx, const std::string& name, const std::string& text) {
+    std::ofstream(ctx.out_dir + "/" + scenario + "-" + name + ".json", std::ios::binary) << text;
+    check(!contains(text, TOKEN), "%s: the token does not appear in the result", name.c_str());
+}
+
+static long method(IComponentBase* c, const char16_t* name) { return c->FindMethod(name); }
+
+// Calls a method as a function; returns the text, or "<false>" when the call failed.
+static std::string call(CountingMemory& memory, IComponentBase* c, const char16_t* name, Params& params) {
+    tVariant ret = empty_variant();
+    bool ok = c->CallAsFunc(method(c, name), &ret, params.data(), params.count());
+    if (!ok) {
+        check(ret.vt == VTYPE_EMPTY, "a failed call leaves the result EMPTY");
+        return "<false>";
+    }
+    check(ret.vt == VTYPE_PWSTR, "%s returns a String", utf8(name).c_str());
+    return take(memory, ret);
+}
+
+static std::string last_result(CountingMemory& memory, IComponentBase* c) {
+    tVariant v = empty_variant();
+    bool ok = c->GetPropVal(c->FindProp(u"LastResult"), &v);
+    check(ok && v.vt == VTYPE_BLOB, "LastResult is BinaryData");
+    return take(memory, v);
+}
+
+static bool set_options(IComponentBase* c, Params& value) {
+    return c->SetPropVal(c->FindProp(u"Options"), value.data());
+}
+
+static std::string get_options(CountingMemory& memory, IComponentBase* c) {
+    tVariant v = empty_variant();
+    check(c->GetPropVal(c->FindProp(u"Опции"), &v) && v.vt == VTYPE_PWSTR, "Options reads as a String");
+    return take(memory, v);
+}
+
+static void enumerate(CountingMemory& memory, IComponentBase* c) {
+    check(c->GetNMethods() == long(methods.size()), "GetNMethods is %zu", methods.size());
+    for (size_t i = 0; i < methods.size(); i++) {
+        const ExpectedMethod& m = methods[i];
+        long n = long(i);
+        std::string en = utf8(m.en);
+        check(take_name(memory, c->GetMethodName(n, 0)) == m.en, "method %ld is %s in English", n, en.c_str());
+        check(take_name(memory, c->GetMethodName(n, 1)) == m.ru, "method %ld is %s in Russian", n, utf8(m.ru).c_str());
+        check(c->FindMethod(m.en) == n, "FindMethod(%s)", en.c_str());
+        check(c->FindMethod(m.ru) == n, "FindMethod(%s)", utf8(m.ru).c_str());
+        check(c->FindMethod(m.en_other_case) == n, "FindMethod(%s)", utf8(m.en_other_case).c_str());
+        check(c->FindMethod(m.ru_other_case) == n, "FindMethod(%s)", utf8(m.ru_other_case).c_str());
+        check(c->GetNParams(n) == long(m.params.size()), "%s has %zu parameters", en.c_str(), m.params.size());
+        check(c->HasRetVal(n), "%s is a function", en.c_str());
+        for (size_t p = 0; p < m.params.size(); p++) {
+            tVariant v = empty_variant();
+            bool has = c->GetParamDefValue(n, long(p), &v);
+            switch (m.params[p]) {
+            case REQUIRED:
+                check(!has && v.vt == VTYPE_EMPTY, "%s parameter %zu is required", en.c_str(), p + 1);
+                break;
+            case EMPTY_STRING: {
+                check(has && v.vt == VTYPE_PWSTR, "%s parameter %zu defaults to a String", en.c_str(), p + 1);
+                check(take(memory, v).empty(), "%s parameter %zu defaults to \"\"", en.c_str(), p + 1);
+                break;
+            }
+            case ZERO:
+                check(has && v.vt == VTYPE_I4 && v.lVal == 0, "%s parameter %zu defaults to 0", en.c_str(), p + 1);
+                break;
+            }
+        }
+        tVariant v = empty_variant();
+        check(!c->GetParamDefValue(n, long(m.params.size()), &v), "%s has no parameter beyond the last", en.c_str());
+    }
+    check(c->GetMethodName(long(methods.size()), 0) == nullptr, "no method beyond the last");
+    check(c->GetMethodName(0, 2) == nullptr, "no alias 2");
+    check(c->FindMethod(u"NoSuchMethod") == -1, "FindMethod of an unknown name is -1");
+    check(c->GetNParams(99) == 0, "an unknown method has no parameters");
+
+    check(c->GetNProps() == long(properties.size()), "GetNProps is %zu", properties.size());
+    for (size_t i = 0; i < properties.size(); i++) {
+        const ExpectedProperty& p = properties[i];
+        long n = long(i);
+        std::string en = utf8(p.en);
+        check(take_name(memory, c->GetPropName(n, 0)) == p.en, "property %ld is %s in English", n, en.c_str());
+        check(take_name(memory, c->GetPropName(n, 1)) == p.ru, "property %ld is %s in Russian", n, utf8(p.ru).c_str());
+        check(c->FindProp(p.en) == n && c->FindProp(p.ru) == n && c->FindProp(p.other_case) == n,
+              "FindProp finds %s by either name in any case", en.c_str());
+        check(c->IsPropReadable(n), "%s is readable", en.c_str());
+        check(c->IsPropWritable(n) == p.writable, "%s is %swritable", en.c_str(), p.writable ? "" : "not ");
+    }
+    check(c->FindProp(u"NoSuchProperty") == -1, "FindProp of an unknown name is -1");
+    check(c->GetPropName(99, 0) == nullptr, "no property beyond the last");
+}
+
+static void drive(const Context& ctx, CountingMemory& memory, TestHost& host, IComponentBase* c) {
+    const std::string descr = "{'prompt':'Yellow alpaca','n':1,'size':'1024x1024'}";
+    c->SetLocale(u"ru_RU");
+    c->SetUserInterfaceLanguageCode(u"en");
+
+    {
+        tVariant v = empty_variant();
+        check(c->GetPropVal(c->FindProp(u"Version"), &v) && take(memory, v) == ctx.version, "the Version property");
+        Params none(memory);
+        check(call(memory, c, u"Версия", none) == ctx.version, "Version() is %s", ctx.version.c_str());
+        check(last_result(memory, c).empty(), "LastResult is empty before any GetImages");
+    }
+    {
+        // PWSTR and EMPTY parameters, the way 1C passes a left-out trailing parameter.
+        Params p(memory);
+        p.text(ctx.url).text(TOKEN).text("dall-e-3").text(descr).empty();
+        std::string result = call(memory, c, u"GetImages", p);
+        save(ctx, "get_images", result);
+        check(contains(result, "\"b64_json\"") && !contains(result, "\"error\""), "GetImages returns the images JSON");
+        check(last_result(memory, c) == result, "LastResult holds the same JSON as UTF-8 bytes");
+    }
+    {
+        // The Russian name, a left-out (EMPTY) token, headers as JSON, and 1C's own Undefined.
+        Params p(memory);
+        p.text(ctx.url).empty().text("dall-e-3").text(descr).text("{\"X-Scenario\": \"" + scenario + "\"}");
+        std::string result = call(memory, c, u"ПолучитьКартинки", p);
+        save(ctx, "get_images_headers", result);
+        check(contains(result, "\"b64_json\""), "GetImages with headers and no token returns images");
+    }
+    {
+        // Only four parameters passed at all: the fifth is left out.
+        Params p(memory);
+        p.text(ctx.url).text(TOKEN).text("dall-e-3").text(descr);
+        std::string result = call(memory, c, u"getimages", p);
+        check(contains(result, "\"b64_json\""), "GetImages with four parameters returns images");
+    }
+    {
+        Params p(memory);
+        p.text(ctx.url).text(TOKEN).text("dall-e-3").text("not json at all").empty();
+        std::string result = call(memory, c, u"GetImages", p);
+        save(ctx, "bad_description", result);
+        check(contains(result, "\"invalid_argument\""), "a bad description is an error result");
+    }
+    {
+        // Wrong types: AddError names the parameter (in the interface language), the call fails.
+        size_t errors = host.errors.size();
+        Params p(memory);
+        p.text(ctx.url).text(TOKEN).text("dall-e-3").i4(42).empty();
+        check(call(memory, c, u"GetImages", p) == "<false>", "a Number as Description fails the call");
+        check(host.errors.size() == errors + 1, "AddError was called once");
+        check(contains(host.last_error(), "Description"), "the error names Description: %s", host.last_error().c_str());
+        check(host.scodes.back() != 0, "AddError asks 1C to raise an exception");
+
+        c->SetUserInterfaceLanguageCode(u"ru");
+        Params q(memory);
+        q.text(ctx.url).boolean(true).text("dall-e-3").text(descr).empty();
+        check(call(memory, c, u"ПолучитьКартинки", q) == "<false>", "a Boolean as Token fails the call");
+        check(host.errors.size() == errors + 2, "AddError was called again");
+        check(contains(host.last_error(), "Токен"), "the error names Токен in Russian: %s", host.last_error().c_str());
+        c->SetUserInterfaceLanguageCode(u"en");
+
+        Params r(memory);
+        r.text("Yellow alpaca").text("2");
+        check(call(memory, c, u"GetImageDescriptionStructure", r) == "<false>", "a String as Count fails the call");
+        check(contains(host.last_error(), "Count"), "the error names Count: %s", host.last_error().c_str());
+    }
+    {
+        Params p(memory);
+        p.text("Yellow alpaca").r8(2.0).empty().text("1024x1024");
+        std::string result = call(memory, c, u"GetImageDescriptionStructure", p);
+        save(ctx, "description", result);
+        check(result == "{\"prompt\":\"Yellow alpaca\",\"n\":2,\"size\":\"1024x1024\"}",
+              "GetImageDescriptionStructure with Count as a float Number: %s", result.c_str());
+        Params q(memory);
+        q.text(u"Жёлтая альпака").i4(3).text("transparent").empty().text("{'quality':'high'}");
+        result = call(memory, c, u"ПолучитьСтруктуруОписанияКартинок", q);
+        save(ctx, "description_ru", result);
+        check(result == "{\"prompt\":\"Жёлтая альпака\",\"n\":3,\"background\":\"transparent\",\"quality\":\"high\"}",
+              "GetImageDescriptionStructure with Count as an integer Number: %s", result.c_str());
+        Params r(memory);
+        r.text("Yellow alpaca").r8(1.5);
+        result = call(memory, c, u"GetImageDescriptionStructure", r);
+        check(contains(result, "\"count\""), "a fractional Count is an error result naming count");
+
+        // A function called as a procedure still leaves its result in LastResult.
+        Params s(memory);
+        s.text("Procedure call");
+        check(c->CallAsProc(method(c, u"GetImageDescriptionStructure"), s.data(), s.count()), "CallAsProc succeeds");
+        check(last_result(memory, c) == "{\"prompt\":\"Procedure call\"}", "CallAsProc's result is in LastResult");
+    }
+    {
+        // Options: checked when set, applied to later calls; a call's own options win.
+        const std::string big = ctx.url + "big/";
+        Params small(memory);
+        small.text("{'max_response_mb': 1}");
+        check(set_options(c, small), "Options can be set");
+        check(get_options(memory, c) == "{'max_response_mb': 1}", "Options reads back as set");
+        Params p(memory);
+        p.text(big).text(TOKEN).text("dall-e-3").text(descr);
+        std::string result = call(memory, c, u"GetImages", p);
+        save(ctx, "too_large", result);
+        check(contains(result, "\"too_large\""), "the Options property applies to GetImages");
+
+        size_t errors = host.errors.size();
+        Params bad(memory);
+        bad.text("{'bogus': 1}");
+        check(!set_options(c, bad), "unknown options are refused");
+        check(host.errors.size() == errors + 1 && contains(host.last_error(), "bogus"), "AddError says which key");
+        Params number(memory);
+        number.i4(1);
+        check(!set_options(c, number), "a Number as Options is refused");
+        check(host.errors.size() == errors + 2 && contains(host.last_error(), "Options"), "AddError names Options");
+        check(get_options(memory, c) == "{'max_response_mb': 1}", "refused values leave Options as it was");
+
+        Params ex(memory);
+        ex.text(big).text(TOKEN).text("dall-e-3").text(descr).empty().text("{\"max_response_mb\": 4}");
+        result = call(memory, c, u"GetImagesEx", ex);
+        save(ctx, "big", result);
+        check(result.size() > (1u << 20) && !contains(result, "\"error\""), "GetImagesEx's own options win (%zu bytes)",
+              result.size());
+        check(last_result(memory, c) == result, "LastResult carries a result over 1 MiB intact");
+
+        Params reset(memory);
+        reset.empty();
+        check(set_options(c, reset) && get_options(memory, c).empty(), "Options resets to defaults with Undefined");
+        Params last(memory);
+        last.text("x");
+        check(!c->SetPropVal(c->FindProp(u"LastResult"), last.data()), "LastResult is read-only");
+    }
+    {
+        // The host refusing memory fails the call cleanly, with nothing leaked.
+        memory.refuse_next = true;
+        check(c->GetMethodName(0, 0) == nullptr, "no name when the host refuses memory");
+        memory.refuse_next = true;
+        size_t errors = host.errors.size();
+        Params none(memory);
+        check(call(memory, c, u"Version", none) == "<false>", "no result when the host refuses memory");
+        check(host.errors.size() == errors + 1, "AddError reports the refused memory");
+    }
+}
+
+enum Order { ONE_C, ONESCRIPT };
+enum Teardown { DESTROY_OBJECT, DELETE_COMPONENT, DELETE_LANGUAGE_EXTENDER, DELETE_USER_LANGUAGE };
+
+static void run(const Context& ctx, Order order, Teardown teardown) {
+    static const char* order_names[] = {"1c", "onescript"};
+    static const char* teardown_names[] = {"destroy", "delete", "delete-via-ilanguageextender",
+                                           "delete-via-userlanguage"};
+    scenario = std::string(order_names[order]) + "-" + teardown_names[teardown];
+    CountingMemory memory;
+    TestHost host;
+
+    IComponentBase* c = nullptr;
+    check(ctx.lib.get_class_object(u"Main", &c) != 0 && c != nullptr, "GetClassObject(Main) creates an object");
+    if (!c) return;
+    if (order == ONE_C) {
+        check(c->Init(&host), "Init");
+        check(c->setMemManager(&memory), "setMemManager");
+    } else {
+        check(c->setMemManager(&memory), "setMemManager");
+        check(c->Init(&host), "Init");
+    }
+    check(c->GetInfo() == 2000, "GetInfo is 2000");
+    if (order == ONE_C) {
+        // 1C names the type by RegisterExtensionAs; OneScript never calls it.
+        WCHAR_T* name = nullptr;
+        check(c->RegisterExtensionAs(&name), "RegisterExtensionAs");
+        check(take_name(memory, name) == u"Main", "RegisterExtensionAs names the class Main");
+    }
+
+    enumerate(memory, c);
+    drive(ctx, memory, host, c);
+
+    c->Done();
+    switch (teardown) {
+    case DESTROY_OBJECT:
+        check(ctx.lib.destroy_object(&c) == 0 && c == nullptr, "DestroyObject frees the object");
+        break;
+    case DELETE_COMPONENT:
+        delete c;  // OneScript: Done, then delete through the virtual destructor
+        break;
+    case DELETE_LANGUAGE_EXTENDER:
+        delete static_cast<ILanguageExtenderBase*>(c);
+        break;
+    case DELETE_USER_LANGUAGE:
+        delete static_cast<UserLanguageBase*>(c);
+        break;
+    }
+    check(memory.live.empty(), "every host allocation was freed (%zu made, %zu left)", memory.allocations,
+          memory.live.size());
+    check(memory.foreign_frees == 0, "the host freed only memory it allocated");
+}
+
+int main(int argc, char** argv) {
+    bool keep_loaded = argc == 6 && strcmp(argv[5], "--keep-loaded") == 0;
+    if (argc != 5 && !keep_loaded) {
+        fprintf(stderr, "usage: %s LIBRARY URL OUT_DIR VERSION [--keep-loaded]\n", argv[0]);
+        return 2;
+    }
+    Context ctx;
+    ctx.url = argv[2];
+    ctx.out_dir = argv[3];
+    ctx.version = argv[4];
+
+    void* so = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+    check(so != nullptr, "dlopen %s: %s", argv[1], so ? "loaded" : dlerror());
+    if (!so) return 1;
+    ctx.lib.get_class_names = reinterpret_cast<GetClassNamesFn>(dlsym(so, "GetClassNames"));
+    ctx.lib.get_class_object = reinterpret_cast<GetClassObjectFn>(dlsym(so, "GetClassObject"));
+    ctx.lib.destroy_object = reinterpret_cast<DestroyObjectFn>(dlsym(so, "DestroyObject"));
+    ctx.lib.set_platform_capabilities = reinterpret_cast<SetPlatformCapabilitiesFn>(dlsym(so, "SetPlatformCapabilities"));
+    ctx.lib.get_attach_type = reinterpret_cast<GetAttachTypeFn>(dlsym(so, "GetAttachType"));
+    check(ctx.lib.get_class_names && ctx.lib.get_class_object && ctx.lib.destroy_object &&
+              ctx.lib.set_platform_capabilities && ctx.lib.get_attach_type,
+          "the five Native API functions are exported");
+    if (!ctx.lib.get_class_names || !ctx.lib.get_class_object || !ctx.lib.destroy_object ||
+        !ctx.lib.set_platform_capabilities || !ctx.lib.get_attach_type) {
+        return 1;
+    }
+    check(dlsym(so, "opi_openai_get_images") != nullptr, "the C API is exported beside it");
+
+    check(cstr16(ctx.lib.get_class_names()) == u"Main", "GetClassNames is Main");
+    check(ctx.lib.set_platform_capabilities(3) == 3, "SetPlatformCapabilities returns 3");
+    check(ctx.lib.get_attach_type() == 3, "GetAttachType is 3 (any)");
+    IComponentBase* none = nullptr;
+    check(ctx.lib.get_class_object(u"Other", &none) == 0 && none == nullptr, "GetClassObject refuses other names");
+    check(ctx.lib.get_class_object(u"main", &none) != 0 && none != nullptr, "GetClassObject matches the name in any case");
+    check(ctx.lib.destroy_object(&none) == 0 && none == nullptr, "DestroyObject of an object never initialised");
+    check(ctx.lib.destroy_object(&none) == -1, "DestroyObject of NULL is -1");
+
+    for (Order order : {ONE_C, ONESCRIPT}) {
+        for (Teardown teardown : {DESTROY_OBJECT, DELETE_COMPONENT, DELETE_LANGUAGE_EXTENDER, DELETE_USER_LANGUAGE}) {
+            run(ctx, order, teardown);
+        }
+    }
+
+    scenario = "teardown";
+    if (!keep_loaded) check(dlclose(so) == 0, "dlclose unloads the library");
+    printf("%s: %d failed check(s)\n", failures ? "FAILED" : "PASSED", failures);
+    return failures ? 1 : 0;
+}
