@@ -25,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+mod addin;
 mod capi;
 mod core;
 
