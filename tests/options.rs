@@ -313,7 +313,9 @@ fn response_full_returns_status_headers_and_body() {
             Reply::json(200, body)
                 .header("x-request-id", "req_full_1")
                 .header("x-ratelimit-remaining-requests", "49")
-                .header("x-ratelimit-reset-requests", "1.2s"),
+                .header("x-ratelimit-reset-requests", "1.2s")
+                .header("Vary", "Accept")
+                .header("Vary", "Origin"),
         )
     });
     let result = call(&server.url(), json!({"response": "full"}));
@@ -322,6 +324,10 @@ fn response_full_returns_status_headers_and_body() {
     assert_eq!(result["headers"]["x-ratelimit-remaining-requests"], "49");
     assert_eq!(result["headers"]["x-ratelimit-reset-requests"], "1.2s");
     assert_eq!(result["headers"]["content-type"], "application/json");
+    assert_eq!(
+        result["headers"]["vary"], "Accept, Origin",
+        "repeated headers are joined"
+    );
     assert_eq!(result["body"], serde_json::from_str::<Value>(body).unwrap());
 }
 
