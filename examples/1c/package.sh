@@ -15,6 +15,8 @@
 #   AddIn_x86_linux.so     $OPI_ADDIN_X86_LINUX    or <target>/i686-unknown-linux-gnu/release/...
 #   AddIn_x64_windows.dll  $OPI_ADDIN_X64_WINDOWS  or <target>/x86_64-pc-windows-{msvc,gnu}/release/opi_openai.dll
 #   AddIn_x86_windows.dll  $OPI_ADDIN_X86_WINDOWS  or <target>/i686-pc-windows-{msvc,gnu}/release/opi_openai.dll
+# A native build needs the build machine's glibc; for older 1C servers build with
+# `cargo zigbuild --release --target x86_64-unknown-linux-gnu.2.17` and run with --no-build.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -38,22 +40,21 @@ if [ "$build" = 1 ]; then
     (cd "$root" && cargo build --release --lib)
 fi
 
-# first_existing NAME ENV_VALUE CANDIDATE...: prints the binary to package as NAME, if any.
-# A file named by the environment variable must exist: a typo should not silently drop it.
-first_existing() {
-    local name="$1" explicit="$2"
-    shift 2
-    if [ -n "$explicit" ]; then
-        if [ ! -f "$explicit" ]; then
-            echo "package.sh: $name: no such file: $explicit" >&2
-            exit 1
-        fi
-        echo "$explicit"
-        return
+# A file named by an environment variable must exist: a typo should not silently drop a
+# platform from the bundle.
+for var in OPI_ADDIN_X64_LINUX OPI_ADDIN_X86_LINUX OPI_ADDIN_X64_WINDOWS OPI_ADDIN_X86_WINDOWS; do
+    value="${!var:-}"
+    if [ -n "$value" ] && [ ! -f "$value" ]; then
+        echo "package.sh: $var names no file: $value" >&2
+        exit 1
     fi
+done
+
+# first_existing CANDIDATE...: prints the first candidate that is a file, if any.
+first_existing() {
     local candidate
     for candidate in "$@"; do
-        if [ -f "$candidate" ]; then
+        if [ -n "$candidate" ] && [ -f "$candidate" ]; then
             echo "$candidate"
             return
         fi
@@ -75,13 +76,18 @@ add() {
     found+=("$name")
     echo "package.sh: $name <- $file"
 }
-add AddIn_x64_windows.dll "$(first_existing AddIn_x64_windows.dll "${OPI_ADDIN_X64_WINDOWS:-}" \
+add AddIn_x64_windows.dll "$(first_existing "${OPI_ADDIN_X64_WINDOWS:-}" \
     "$target/x86_64-pc-windows-msvc/release/opi_openai.dll" "$target/x86_64-pc-windows-gnu/release/opi_openai.dll")"
-add AddIn_x86_windows.dll "$(first_existing AddIn_x86_windows.dll "${OPI_ADDIN_X86_WINDOWS:-}" \
+add AddIn_x86_windows.dll "$(first_existing "${OPI_ADDIN_X86_WINDOWS:-}" \
     "$target/i686-pc-windows-msvc/release/opi_openai.dll" "$target/i686-pc-windows-gnu/release/opi_openai.dll")"
-add AddIn_x64_linux.so "$(first_existing AddIn_x64_linux.so "${OPI_ADDIN_X64_LINUX:-}" \
-    $native_x64 "$target/x86_64-unknown-linux-gnu/release/libopi_openai.so")"
-add AddIn_x86_linux.so "$(first_existing AddIn_x86_linux.so "${OPI_ADDIN_X86_LINUX:-}" \
+# Without a build, an explicit-target (zigbuild, glibc 2.17) library wins over a native one.
+if [ "$build" = 1 ]; then
+    x64_linux=("$native_x64" "$target/x86_64-unknown-linux-gnu/release/libopi_openai.so")
+else
+    x64_linux=("$target/x86_64-unknown-linux-gnu/release/libopi_openai.so" "$native_x64")
+fi
+add AddIn_x64_linux.so "$(first_existing "${OPI_ADDIN_X64_LINUX:-}" "${x64_linux[@]}")"
+add AddIn_x86_linux.so "$(first_existing "${OPI_ADDIN_X86_LINUX:-}" \
     "$target/i686-unknown-linux-gnu/release/libopi_openai.so")"
 
 if [ "${#found[@]}" = 0 ]; then

@@ -79,8 +79,22 @@ pub(crate) struct ByteString {
 pub(crate) struct InterfaceRef {
     /// The interface pointer.
     pub ptr: *mut c_void,
-    /// Its IID (a GUID: u32, u16, u16, 8 bytes).
-    pub iid: (u32, u16, u16, [u8; 8]),
+    /// Its IID.
+    pub iid: Guid,
+}
+
+/// A GUID as C lays it out (16 bytes, 4-byte aligned).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Guid {
+    /// First group.
+    pub data1: u32,
+    /// Second group.
+    pub data2: u16,
+    /// Third group.
+    pub data3: u16,
+    /// The last eight bytes.
+    pub data4: [u8; 8],
 }
 
 /// The variant's value union, with every member that affects its size and alignment.
