@@ -20,14 +20,24 @@ pub fn error_code(result: &str) -> Option<String> {
     parse(result)["error"]["code"].as_str().map(str::to_string)
 }
 
-/// The built shared library (`libopi_openai.so` / `.dylib` / `.dll`), built on first use.
+/// The built shared library (`libopi_openai.so` / `.dylib` / `.dll`).
 ///
-/// `cargo test` builds the crate only as an rlib for integration tests, so the cdylib that C
-/// programs and hosts load is built here by a nested `cargo build --lib` (same profile and
-/// target directory), once per test process.
+/// `cargo test` builds the library with all its crate types into `deps/`, next to the test
+/// executable, but does not copy the cdylib up to `target/<profile>/`, which may hold a stale
+/// one. So the `deps/` copy is used; when it is missing (another runner), a nested
+/// `cargo build --lib` (same profile and target directory) builds it, once per test process.
 pub fn cdylib() -> std::path::PathBuf {
     static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     PATH.get_or_init(|| {
+        let name = format!(
+            "{}opi_openai{}",
+            std::env::consts::DLL_PREFIX,
+            std::env::consts::DLL_SUFFIX
+        );
+        let exe = std::env::current_exe().expect("the test executable's path");
+        if let Some(found) = exe.parent().map(|deps| deps.join(&name)).filter(|p| p.is_file()) {
+            return found;
+        }
         let mut cmd = std::process::Command::new(env!("CARGO"));
         cmd.args(["build", "--lib", "--message-format=json-render-diagnostics"])
             .current_dir(env!("CARGO_MANIFEST_DIR"));

@@ -37,7 +37,10 @@ impl Recorded {
 
     /// How many times a header (any case) was sent.
     pub fn header_count(&self, name: &str) -> usize {
-        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count()
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
     }
 
     /// The body as text.
@@ -126,12 +129,17 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server that answers every request with `handler(request, index)`, where
     /// `index` counts requests from 0 across all connections.
-    pub fn start(handler: impl Fn(&Recorded, usize) -> Action + Send + Sync + 'static) -> TestServer {
+    pub fn start(
+        handler: impl Fn(&Recorded, usize) -> Action + Send + Sync + 'static,
+    ) -> TestServer {
         Self::start_on("127.0.0.1:0", handler)
     }
 
     /// As [`TestServer::start`], on a given address (port 0 picks a free one).
-    pub fn start_on(addr: &str, handler: impl Fn(&Recorded, usize) -> Action + Send + Sync + 'static) -> TestServer {
+    pub fn start_on(
+        addr: &str,
+        handler: impl Fn(&Recorded, usize) -> Action + Send + Sync + 'static,
+    ) -> TestServer {
         let listener = TcpListener::bind(addr).expect("bind test server");
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -140,7 +148,8 @@ impl TestServer {
         let handler: Arc<Handler> = Arc::new(handler);
         let counter = Arc::new(AtomicUsize::new(0));
         {
-            let (requests, connections, stop) = (requests.clone(), connections.clone(), stop.clone());
+            let (requests, connections, stop) =
+                (requests.clone(), connections.clone(), stop.clone());
             thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
@@ -148,13 +157,24 @@ impl TestServer {
                     }
                     let Ok(stream) = stream else { continue };
                     let conn = connections.fetch_add(1, Ordering::SeqCst);
-                    let (handler, requests, counter, stop) =
-                        (handler.clone(), requests.clone(), counter.clone(), stop.clone());
-                    thread::spawn(move || serve(stream, conn, &*handler, &requests, &counter, &stop));
+                    let (handler, requests, counter, stop) = (
+                        handler.clone(),
+                        requests.clone(),
+                        counter.clone(),
+                        stop.clone(),
+                    );
+                    thread::spawn(move || {
+                        serve(stream, conn, &*handler, &requests, &counter, &stop)
+                    });
                 }
             });
         }
-        TestServer { addr, requests, connections, stop }
+        TestServer {
+            addr,
+            requests,
+            connections,
+            stop,
+        }
     }
 
     /// `http://127.0.0.1:PORT/`
@@ -195,8 +215,12 @@ fn serve(
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     while !stop.load(Ordering::SeqCst) {
-        let Some(req) = read_request(&mut reader, conn) else { return };
-        let close = req.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let Some(req) = read_request(&mut reader, conn) else {
+            return;
+        };
+        let close = req
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let index = counter.fetch_add(1, Ordering::SeqCst);
         requests.lock().unwrap().push(req.clone());
         match handler(&req, index) {
@@ -270,7 +294,13 @@ fn read_request(reader: &mut BufReader<TcpStream>, conn: usize) -> Option<Record
             body.extend_from_slice(&chunk[..size]);
         }
     }
-    Some(Recorded { method, path, headers, body, connection: conn })
+    Some(Recorded {
+        method,
+        path,
+        headers,
+        body,
+        connection: conn,
+    })
 }
 
 fn write_reply(w: &mut TcpStream, reply: Reply) -> std::io::Result<()> {
@@ -340,7 +370,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -352,21 +386,41 @@ pub fn images_handler() -> impl Fn(&Recorded, usize) -> Action + Send + Sync + '
     use base64::Engine;
     let image = base64::engine::general_purpose::STANDARD.encode(png(64, 64));
     move |req, index| {
-        if req.method != "POST" || !req.path.split('?').next().unwrap_or("").ends_with("/images/generations") {
-            return Action::Reply(Reply::json(404, r#"{"error":{"message":"not found","type":"invalid_request_error","param":null,"code":null}}"#));
+        if req.method != "POST"
+            || !req
+                .path
+                .split('?')
+                .next()
+                .unwrap_or("")
+                .ends_with("/images/generations")
+        {
+            return Action::Reply(Reply::json(
+                404,
+                r#"{"error":{"message":"not found","type":"invalid_request_error","param":null,"code":null}}"#,
+            ));
         }
         let body: serde_json::Value = match serde_json::from_slice(&req.body) {
             Ok(v) => v,
             Err(_) => {
-                return Action::Reply(Reply::json(400, r#"{"error":{"message":"body is not JSON","type":"invalid_request_error","param":null,"code":null}}"#))
+                return Action::Reply(Reply::json(
+                    400,
+                    r#"{"error":{"message":"body is not JSON","type":"invalid_request_error","param":null,"code":null}}"#,
+                ))
             }
         };
-        let n = body.get("n").and_then(|v| v.as_u64()).unwrap_or(1).clamp(1, 10);
+        let n = body
+            .get("n")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(1)
+            .clamp(1, 10);
         let prompt = body.get("prompt").and_then(|v| v.as_str()).unwrap_or("");
         let data: Vec<_> = (0..n)
             .map(|_| serde_json::json!({"b64_json": image, "revised_prompt": prompt}))
             .collect();
         let answer = serde_json::json!({"created": 1750098846u64 + index as u64, "data": data});
-        Action::Reply(Reply::json(200, answer.to_string()).header("x-request-id", &format!("req_local_{index}")))
+        Action::Reply(
+            Reply::json(200, answer.to_string())
+                .header("x-request-id", &format!("req_local_{index}")),
+        )
     }
 }
