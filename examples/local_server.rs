@@ -20,7 +20,6 @@
 //!   standard input is not watched.
 
 #[path = "../tests/support/server.rs"]
-#[allow(dead_code)]
 mod server;
 
 use server::{images_handler, Action, Reply, TestServer};
