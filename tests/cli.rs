@@ -705,6 +705,59 @@ fn timeout_flag_wins_over_options_json() {
 }
 
 #[test]
+fn save_dir_flag_writes_the_images_and_the_result_names_the_files() {
+    let scratch = Scratch::new("save-dir");
+    let dir = scratch.path("images");
+    let server = TestServer::start(images_handler());
+    let out = oint(&[
+        "openai",
+        "GetImages",
+        "-u",
+        &server.url(),
+        "-d",
+        "{'prompt':'p','n':2}",
+        "--options-json",
+        "{'save_dir':'/nonexistent/overridden'}",
+        "--save-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let result = support::parse(&stdout(&out));
+    let data = result["data"].as_array().expect("data");
+    assert_eq!(data.len(), 2);
+    for item in data {
+        let file = PathBuf::from(item["file"].as_str().expect("file"));
+        assert!(file.starts_with(&dir), "{file:?}");
+        assert!(
+            std::fs::read(&file).unwrap().starts_with(b"\x89PNG"),
+            "{file:?}"
+        );
+    }
+}
+
+#[test]
+fn tls_verify_off_is_warned_about_without_debug() {
+    let server = fixed_server();
+    let out = oint(&[
+        "openai",
+        "GetImages",
+        "-u",
+        &server.url(),
+        "-d",
+        "{'prompt':'p'}",
+        "--options-json",
+        "{'tls_verify':false}",
+    ]);
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), SERVER_JSON_PRETTY);
+    assert!(
+        stderr(&out).contains("warning: TLS certificate verification is OFF"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn an_invalid_timeout_exits_3_naming_it() {
     for value in ["0", "soon"] {
         let out = oint(&[

@@ -186,9 +186,6 @@ fn get_images(args: &GetImagesArgs, token_from_env: bool) -> Result<(), Failure>
         "--token"
     };
     let (options_text, options) = call_options(args)?;
-    if options_text.get("tls_verify") == Some(&Value::Bool(false)) {
-        eprintln!("oint: warning: TLS certificate verification is OFF (options: tls_verify false)");
-    }
     let log = debug::Log::new(args.common.debug, token);
     log.line(&format!(
         "oint {} (opi_openai {}): openai GetImages",
@@ -296,7 +293,7 @@ fn options_option(args: &GetImagesArgs, message: &str) -> &'static str {
 }
 
 /// The call options: `--options-json`, then each individual flag over it. Returns the merged
-/// object (for `--debug` and the TLS warning) and the parsed [`Options`].
+/// object (for `--debug`) and the parsed [`Options`].
 ///
 /// Each flag is checked alone first, so an error names the flag rather than the object.
 fn call_options(args: &GetImagesArgs) -> Result<(Map<String, Value>, Options), Failure> {

@@ -141,7 +141,7 @@ pub struct Common {
     pub out: Option<PathBuf>,
     /// Print to stderr what is sent and received: the final URL, the headers (the token
     /// shown as ***), the body (long strings shortened), each attempt's status, timing and
-    /// retries
+    /// retries. Notices (TLS verification off, the proxy used) are printed without it too
     #[arg(long)]
     pub debug: bool,
     /// Print help (this text)

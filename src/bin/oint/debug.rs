@@ -29,12 +29,17 @@ impl<'a> Log<'a> {
         if !self.on {
             return;
         }
-        let text = if self.token.len() >= 4 {
+        eprintln!("oint: {}", self.hide(text));
+    }
+
+    /// `text` with the token shown as `***` (tokens under 4 characters cannot be told from
+    /// ordinary words, and are left).
+    fn hide(&self, text: &str) -> String {
+        if self.token.len() >= 4 {
             text.replace(self.token, "***")
         } else {
             text.to_string()
-        };
-        eprintln!("oint: {text}");
+        }
     }
 
     /// The options in force: the merged options object as given, and the effective limits.
@@ -86,6 +91,34 @@ impl<'a> Log<'a> {
                     text.push_str(&format!("; retrying in {}", millis(*wait)));
                 }
                 self.line(&text);
+            }
+            TraceEvent::Download {
+                url,
+                attempt,
+                status,
+                elapsed,
+                bytes,
+                error,
+            } => {
+                let outcome = match (status, error) {
+                    (_, Some(error)) => format!("failed: {error}"),
+                    (Some(status), None) => format!("HTTP {status}, {bytes} bytes"),
+                    (None, None) => "no answer".to_string(),
+                };
+                self.line(&format!(
+                    "download {url}, attempt {attempt}: {outcome}, in {}",
+                    millis(*elapsed)
+                ));
+            }
+            // Notices are for everyone, --debug or not: TLS verification off, the proxy in
+            // use, a log file that cannot be opened.
+            TraceEvent::Notice(text) => {
+                let kind = if *text == opi_openai::TLS_VERIFY_OFF {
+                    "warning"
+                } else {
+                    "notice"
+                };
+                eprintln!("oint: {kind}: {}", self.hide(text));
             }
             _ => self.line(&format!("{event:?}")),
         }
