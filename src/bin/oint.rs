@@ -4,6 +4,9 @@
 //!
 //! Exit codes are OPI's, plus 3 for options: see [`EXIT_CODES`].
 #![forbid(unsafe_code)]
+// The doc comments of the options double as their --help text, which is plain text: URLs and
+// <placeholders> there are meant as written, not as links or HTML.
+#![allow(rustdoc::bare_urls, rustdoc::invalid_html_tags)]
 
 // A binary's root file finds modules beside it (src/bin/), so the paths are spelled out.
 #[path = "oint/cli.rs"]
