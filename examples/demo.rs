@@ -26,11 +26,22 @@ fn main() {
     let model = std::env::var("OPENAI_MODEL").unwrap_or_else(|_| "gpt-image-1".into());
     let prompt = std::env::var("OPENAI_PROMPT").unwrap_or_else(|_| "Yellow alpaca".into());
     // DALL-E answers with a URL unless asked for b64_json; GPT image models reject the field.
-    let extra = if model.starts_with("dall-e") { r#"{"response_format":"b64_json"}"# } else { "" };
+    let extra = if model.starts_with("dall-e") {
+        r#"{"response_format":"b64_json"}"#
+    } else {
+        ""
+    };
     let descr = opi_openai::image_description_structure(&prompt, 1, "", "1024x1024", extra);
 
     println!("opi_openai {}", opi_openai::VERSION);
-    println!("server:  {}", if real.is_some() { url.as_str() } else { "bundled local server" });
+    println!(
+        "server:  {}",
+        if real.is_some() {
+            url.as_str()
+        } else {
+            "bundled local server"
+        }
+    );
     println!("request: model {model}, description {descr}");
     let started = Instant::now();
     let result = opi_openai::get_images(&url, &token, &model, &descr, "");
@@ -38,7 +49,10 @@ fn main() {
 
     let json: serde_json::Value = serde_json::from_str(&result).expect("results are JSON");
     if json.get("error").is_some() {
-        eprintln!("the call failed after {elapsed:.2?}:\n{}", serde_json::to_string_pretty(&json).unwrap());
+        eprintln!(
+            "the call failed after {elapsed:.2?}:\n{}",
+            serde_json::to_string_pretty(&json).unwrap()
+        );
         std::process::exit(1);
     }
     let out_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/demo");
@@ -46,7 +60,9 @@ fn main() {
     let created = json["created"].as_i64().unwrap_or(0);
     for (i, item) in json["data"].as_array().into_iter().flatten().enumerate() {
         if let Some(b64) = item["b64_json"].as_str() {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(b64).expect("valid base64");
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .expect("valid base64");
             let path = out_dir.join(format!("{created}_{i}.png"));
             std::fs::write(&path, &bytes).expect("write the image");
             println!("image {i}: {} ({} bytes)", path.display(), bytes.len());

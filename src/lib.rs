@@ -31,14 +31,21 @@ mod core;
 
 pub use crate::core::options::OPTION_KEYS;
 pub use crate::core::{
-    get_images_traced, Endpoint, Error, Headers, ImageRequest, Options, TraceEvent, USER_AGENT, VERSION,
+    get_images_traced, Endpoint, Error, Headers, ImageRequest, Options, TraceEvent, USER_AGENT,
+    VERSION,
 };
 pub use crate::core::{ResponseShape, TLS_VERIFY_OFF};
 
 /// OPI's `GetImages(URL, Token, Model, Description, AdditionalHeaders)` with default options:
 /// the result JSON (see the crate docs for the contract).
 pub fn get_images(url: &str, token: &str, model: &str, descr: &str, headers: &str) -> String {
-    let req = ImageRequest { url, token, model, descr, headers };
+    let req = ImageRequest {
+        url,
+        token,
+        model,
+        descr,
+        headers,
+    };
     get_images_traced(&req, &Options::default(), &mut |_| {})
 }
 
@@ -69,6 +76,9 @@ pub fn image_description_structure(
 /// Parses a JSON-object argument in any of the three accepted forms (JSON text, OPI's
 /// single-quoted JSON, path of a `.json` file); used by front ends that print or merge JSON.
 /// The error names `param`.
-pub fn parse_json_object(text: &str, param: &'static str) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+pub fn parse_json_object(
+    text: &str,
+    param: &'static str,
+) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
     crate::core::input::parse_object(text, param)
 }

@@ -20,7 +20,15 @@ fn compile(source: &str, name: &str) -> PathBuf {
     std::fs::create_dir_all(&out_dir).unwrap();
     let exe = out_dir.join(name);
     let status = Command::new("gcc")
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g", "-pthread"])
+        .args([
+            "-std=c11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-g",
+            "-pthread",
+        ])
         .arg("-I")
         .arg(root().join("include"))
         .arg(root().join(source))
@@ -52,7 +60,10 @@ fn run(exe: &Path, args: &[&str], valgrind: bool) -> Output {
     } else {
         Command::new(exe)
     };
-    cmd.args(args).env_remove("OPENAI_TOKEN").output().expect("run the C program")
+    cmd.args(args)
+        .env_remove("OPENAI_TOKEN")
+        .output()
+        .expect("run the C program")
 }
 
 fn text(out: &Output) -> (String, String) {
@@ -72,7 +83,11 @@ fn get_images_example_prints_the_servers_json() {
     let exe = compile("examples/get_images.c", "get_images");
     let out = run(&exe, &[&server.url(), "dall-e-3", "A yellow alpaca"], false);
     let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "exit {:?}\n{stdout}\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{stderr}",
+        out.status
+    );
     let json_line = stdout.lines().nth(1).expect("the result line");
     let v = support::parse(json_line);
     assert_eq!(v["data"][0]["revised_prompt"], "A yellow alpaca");
@@ -88,7 +103,10 @@ fn get_images_example_prints_the_servers_json() {
 #[test]
 fn get_images_example_reports_api_errors_with_exit_1() {
     let server = TestServer::start(|_, _| {
-        Action::Reply(Reply::json(401, r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#))
+        Action::Reply(Reply::json(
+            401,
+            r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#,
+        ))
     });
     let exe = compile("examples/get_images.c", "get_images_err");
     let out = run(&exe, &[&server.url()], false);
@@ -103,10 +121,17 @@ fn get_images_example_under_valgrind_is_clean() {
     let exe = compile("examples/get_images.c", "get_images_vg");
     let out = run(&exe, &[&server.url()], true);
     let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "valgrind reported errors (exit {:?}):\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "valgrind reported errors (exit {:?}):\n{stderr}",
+        out.status
+    );
     assert!(stdout.contains("b64_json"), "{stdout}");
     assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
-    assert!(!stderr.contains("definitely lost: ") || stderr.contains("definitely lost: 0 bytes"), "{stderr}");
+    assert!(
+        !stderr.contains("definitely lost: ") || stderr.contains("definitely lost: 0 bytes"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -125,6 +150,10 @@ fn c_abi_edge_cases_under_valgrind_are_clean() {
     let exe = compile("tests/c/capi_edges.c", "capi_edges_vg");
     let out = run(&exe, &[&server.url()], true);
     let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "exit {:?}\n{stdout}\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{stderr}",
+        out.status
+    );
     assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
 }

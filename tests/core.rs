@@ -8,7 +8,8 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 use support::{error_code, parse, Action, Reply, TestServer};
 
-const OK: &str = r#"{"created":1750098846,"data":[{"revised_prompt":"r","url":"https://x/y.png"}]}"#;
+const OK: &str =
+    r#"{"created":1750098846,"data":[{"revised_prompt":"r","url":"https://x/y.png"}]}"#;
 const SEED_DESCR: &str = "{'prompt':'Yellow alpaca','n':1,'size':'1024x1024'}";
 
 fn ok_server() -> TestServer {
@@ -17,7 +18,12 @@ fn ok_server() -> TestServer {
 
 fn one_request(server: &TestServer) -> support::Recorded {
     let reqs = server.requests();
-    assert_eq!(reqs.len(), 1, "expected exactly one request, got {}", reqs.len());
+    assert_eq!(
+        reqs.len(),
+        1,
+        "expected exactly one request, got {}",
+        reqs.len()
+    );
     reqs.into_iter().next().unwrap()
 }
 
@@ -28,14 +34,26 @@ fn endpoint_table_paths_reach_the_server() {
     let server = ok_server();
     let base = format!("http://{}", server.addr);
     let cases = [
-        (format!("{base}/api/v2/openai/"), "/api/v2/openai/v1/images/generations"),
-        (format!("{base}/api/v2/openai"), "/api/v2/openai/v1/images/generations"),
+        (
+            format!("{base}/api/v2/openai/"),
+            "/api/v2/openai/v1/images/generations",
+        ),
+        (
+            format!("{base}/api/v2/openai"),
+            "/api/v2/openai/v1/images/generations",
+        ),
         (format!("{base}/"), "/v1/images/generations"),
         (base.clone(), "/v1/images/generations"),
         (format!("{base}/v1"), "/v1/images/generations"),
         (format!("{base}/v1/"), "/v1/images/generations"),
-        (format!("{base}/proxy/v1/images/generations"), "/proxy/v1/images/generations"),
-        (format!("{base}/openai?api-version=2024-02"), "/openai/v1/images/generations?api-version=2024-02"),
+        (
+            format!("{base}/proxy/v1/images/generations"),
+            "/proxy/v1/images/generations",
+        ),
+        (
+            format!("{base}/openai?api-version=2024-02"),
+            "/openai/v1/images/generations?api-version=2024-02",
+        ),
     ];
     for (url, _) in &cases {
         assert_eq!(get_images(url, "", "", SEED_DESCR, ""), OK, "url {url}");
@@ -59,11 +77,17 @@ fn request_method_path_headers_and_body() {
     assert_eq!(req.header("accept-charset"), Some("utf-8"));
     assert_eq!(req.header("accept-encoding"), Some("gzip"));
     assert_eq!(req.header("connection"), Some("keep-alive"));
-    assert_eq!(req.header("content-type"), Some("application/json; charset=utf-8"));
+    assert_eq!(
+        req.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
     assert_eq!(req.header("user-agent"), Some(opi_openai::USER_AGENT));
     assert_eq!(req.header("authorization"), Some("Bearer sk-test-123"));
     assert_eq!(req.header_count("authorization"), 1);
-    assert_eq!(req.header("content-length"), Some(req.body.len().to_string().as_str()));
+    assert_eq!(
+        req.header("content-length"),
+        Some(req.body.len().to_string().as_str())
+    );
     assert_eq!(
         req.body_text(),
         r#"{"model":"dall-e-3","prompt":"Yellow alpaca","n":1,"size":"1024x1024"}"#
@@ -84,7 +108,13 @@ fn body_keeps_description_field_order() {
 #[test]
 fn model_in_description_wins_over_model_argument() {
     let server = ok_server();
-    get_images(&server.url(), "", "dall-e-3", r#"{"prompt":"p","model":"gpt-image-2"}"#, "");
+    get_images(
+        &server.url(),
+        "",
+        "dall-e-3",
+        r#"{"prompt":"p","model":"gpt-image-2"}"#,
+        "",
+    );
     let body: Value = serde_json::from_slice(&one_request(&server).body).unwrap();
     assert_eq!(body["model"], "gpt-image-2");
     assert_eq!(body.as_object().unwrap().len(), 2);
@@ -121,7 +151,13 @@ fn empty_token_sends_no_authorization() {
 #[test]
 fn token_overrides_authorization_given_in_headers() {
     let server = ok_server();
-    get_images(&server.url(), "sk-real", "", SEED_DESCR, r#"{"authorization":"Bearer other"}"#);
+    get_images(
+        &server.url(),
+        "sk-real",
+        "",
+        SEED_DESCR,
+        r#"{"authorization":"Bearer other"}"#,
+    );
     let req = one_request(&server);
     assert_eq!(req.header_count("authorization"), 1);
     assert_eq!(req.header("authorization"), Some("Bearer sk-real"));
@@ -130,8 +166,17 @@ fn token_overrides_authorization_given_in_headers() {
 #[test]
 fn authorization_in_headers_is_kept_when_token_is_empty() {
     let server = ok_server();
-    get_images(&server.url(), "", "", SEED_DESCR, r#"{"Authorization":"Api-Key abc"}"#);
-    assert_eq!(one_request(&server).header("authorization"), Some("Api-Key abc"));
+    get_images(
+        &server.url(),
+        "",
+        "",
+        SEED_DESCR,
+        r#"{"Authorization":"Api-Key abc"}"#,
+    );
+    assert_eq!(
+        one_request(&server).header("authorization"),
+        Some("Api-Key abc")
+    );
 }
 
 #[test]
@@ -146,19 +191,36 @@ fn additional_headers_override_defaults_in_all_forms() {
     ];
     for form in &forms {
         let server = ok_server();
-        assert_eq!(get_images(&server.url(), "", "", SEED_DESCR, form), OK, "form {form}");
+        assert_eq!(
+            get_images(&server.url(), "", "", SEED_DESCR, form),
+            OK,
+            "form {form}"
+        );
         let req = one_request(&server);
-        assert_eq!(req.header("accept"), Some("application/json"), "form {form}");
+        assert_eq!(
+            req.header("accept"),
+            Some("application/json"),
+            "form {form}"
+        );
         assert_eq!(req.header_count("accept"), 1);
         assert_eq!(req.header("x-org"), Some("org-1"));
-        assert_eq!(req.header("content-type"), Some("application/json; charset=utf-8"));
+        assert_eq!(
+            req.header("content-type"),
+            Some("application/json; charset=utf-8")
+        );
     }
 }
 
 #[test]
 fn user_agent_can_be_overridden() {
     let server = ok_server();
-    get_images(&server.url(), "", "", SEED_DESCR, r#"{"user-agent":"1C/8.3"}"#);
+    get_images(
+        &server.url(),
+        "",
+        "",
+        SEED_DESCR,
+        r#"{"user-agent":"1C/8.3"}"#,
+    );
     let req = one_request(&server);
     assert_eq!(req.header("user-agent"), Some("1C/8.3"));
     assert_eq!(req.header_count("user-agent"), 1);
@@ -183,20 +245,33 @@ fn description_forms_json_single_quoted_and_file() {
     std::fs::write(&file, "\u{feff}{'prompt':'Жёлтая альпака','n':1}").unwrap();
     let forms = [
         (r#"{"prompt":"Жёлтая альпака","n":1}"#.to_string(), "json"),
-        ("{'prompt':'Жёлтая альпака','n':1}".to_string(), "single-quoted"),
+        (
+            "{'prompt':'Жёлтая альпака','n':1}".to_string(),
+            "single-quoted",
+        ),
         (file.to_str().unwrap().to_string(), "file"),
     ];
     for (form, name) in &forms {
         let server = ok_server();
         assert_eq!(get_images(&server.url(), "", "", form, ""), OK, "{name}");
-        assert_eq!(one_request(&server).body_text(), r#"{"prompt":"Жёлтая альпака","n":1}"#, "{name}");
+        assert_eq!(
+            one_request(&server).body_text(),
+            r#"{"prompt":"Жёлтая альпака","n":1}"#,
+            "{name}"
+        );
     }
 }
 
 #[test]
 fn single_quoted_description_with_escaped_quotes() {
     let server = ok_server();
-    get_images(&server.url(), "", "", r#"{'prompt':'It\'s a "fox" — лиса','n':1}"#, "");
+    get_images(
+        &server.url(),
+        "",
+        "",
+        r#"{'prompt':'It\'s a "fox" — лиса','n':1}"#,
+        "",
+    );
     let body: Value = serde_json::from_slice(&one_request(&server).body).unwrap();
     assert_eq!(body["prompt"], r#"It's a "fox" — лиса"#);
 }
@@ -221,7 +296,10 @@ fn bad_descriptions_are_errors_naming_descr_and_send_nothing() {
         assert_eq!(v["error"]["type"], "opi_client_error", "{bad:?}: {result}");
         assert_eq!(v["error"]["code"], "invalid_argument", "{bad:?}");
         assert_eq!(v["error"]["param"], "descr", "{bad:?}");
-        assert!(v["error"]["message"].as_str().unwrap().contains("descr"), "{result}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("descr"),
+            "{result}"
+        );
     }
     assert!(server.requests().is_empty());
 }
@@ -266,7 +344,12 @@ fn oversized_headers_are_refused_before_sending() {
     let server = ok_server();
     let big = format!(r#"{{"X-Big":"{}"}}"#, "a".repeat(400 * 1024));
     let result = get_images(&server.url(), "", "", SEED_DESCR, &big);
-    assert_eq!(parse(&result)["error"]["param"], "headers", "{}", &result[..200.min(result.len())]);
+    assert_eq!(
+        parse(&result)["error"]["param"],
+        "headers",
+        "{}",
+        &result[..200.min(result.len())]
+    );
     assert!(server.requests().is_empty());
 }
 
@@ -278,7 +361,11 @@ fn contract_a_json_body_returned_byte_for_byte_whatever_the_status() {
     let body = "{ \"error\" : {\"message\":\"Incorrect API key \\u00e9\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"invalid_api_key\"} }\n";
     for status in [200u16, 400, 401, 403, 404] {
         let server = TestServer::start(move |_, _| Action::Reply(Reply::json(status, body)));
-        assert_eq!(get_images(&server.url(), "sk-x", "", SEED_DESCR, ""), body, "status {status}");
+        assert_eq!(
+            get_images(&server.url(), "sk-x", "", SEED_DESCR, ""),
+            body,
+            "status {status}"
+        );
     }
 }
 
@@ -291,7 +378,8 @@ fn contract_b_empty_body_is_empty_object() {
 #[test]
 fn contract_c_non_json_body_is_invalid_response_error() {
     let html = "<html><body>502 Bad Gateway from nginx</body></html>";
-    let server = TestServer::start(move |_, _| Action::Reply(Reply::with_type(404, "text/html", html)));
+    let server =
+        TestServer::start(move |_, _| Action::Reply(Reply::with_type(404, "text/html", html)));
     let result = get_images(&server.url(), "sk-x", "", SEED_DESCR, "");
     let v = parse(&result);
     assert_eq!(v["error"]["type"], "opi_invalid_response");
@@ -307,7 +395,11 @@ fn contract_c_non_utf8_body_is_quoted_lossily_and_at_most_2k() {
     let mut bytes = vec![0xff, 0xfe, b'{'];
     bytes.extend(std::iter::repeat_n(b'x', 10_000));
     let server = TestServer::start(move |_, _| {
-        Action::Reply(Reply::with_type(200, "application/octet-stream", bytes.clone()))
+        Action::Reply(Reply::with_type(
+            200,
+            "application/octet-stream",
+            bytes.clone(),
+        ))
     });
     let result = get_images(&server.url(), "", "", SEED_DESCR, "");
     let v = parse(&result);
@@ -326,7 +418,12 @@ fn contract_d_local_failure_is_client_error_with_code() {
         l.local_addr().unwrap().port()
     };
     let result = get_images_ex(
-        &ImageRequest { url: &format!("http://127.0.0.1:{port}/"), descr: SEED_DESCR, token: "sk-secret-value", ..Default::default() },
+        &ImageRequest {
+            url: &format!("http://127.0.0.1:{port}/"),
+            descr: SEED_DESCR,
+            token: "sk-secret-value",
+            ..Default::default()
+        },
         r#"{"retries":0}"#,
     );
     let v = parse(&result);
@@ -339,7 +436,11 @@ fn contract_d_local_failure_is_client_error_with_code() {
 #[test]
 fn contract_d_unresolvable_host_is_dns() {
     let result = get_images_ex(
-        &ImageRequest { url: "http://no-such-host.invalid/", descr: SEED_DESCR, ..Default::default() },
+        &ImageRequest {
+            url: "http://no-such-host.invalid/",
+            descr: SEED_DESCR,
+            ..Default::default()
+        },
         r#"{"retries":0}"#,
     );
     assert_eq!(error_code(&result).as_deref(), Some("dns"), "{result}");
@@ -360,8 +461,16 @@ fn contract_d_too_many_redirects() {
         Action::Reply(Reply::json(307, "").header("Location", "/v1/images/generations"))
     });
     let result = get_images(&server.url(), "", "", SEED_DESCR, "");
-    assert_eq!(error_code(&result).as_deref(), Some("redirects"), "{result}");
-    assert_eq!(server.requests().len(), 6, "the first request and 5 redirects");
+    assert_eq!(
+        error_code(&result).as_deref(),
+        Some("redirects"),
+        "{result}"
+    );
+    assert_eq!(
+        server.requests().len(),
+        6,
+        "the first request and 5 redirects"
+    );
 }
 
 #[test]
@@ -369,7 +478,9 @@ fn redirect_307_and_308_repeat_the_post_with_its_body() {
     for status in [307u16, 308] {
         let server = TestServer::start(move |req, _| {
             if req.path.starts_with("/old/") {
-                Action::Reply(Reply::json(status, "").header("Location", "/new/v1/images/generations?x=1"))
+                Action::Reply(
+                    Reply::json(status, "").header("Location", "/new/v1/images/generations?x=1"),
+                )
             } else {
                 Action::Reply(Reply::json(200, OK))
             }
@@ -381,16 +492,28 @@ fn redirect_307_and_308_repeat_the_post_with_its_body() {
         assert_eq!(reqs[1].method, "POST");
         assert_eq!(reqs[1].path, "/new/v1/images/generations?x=1");
         assert_eq!(reqs[1].body, reqs[0].body);
-        assert_eq!(reqs[1].header("authorization"), Some("Bearer sk-a"), "same origin keeps it");
+        assert_eq!(
+            reqs[1].header("authorization"),
+            Some("Bearer sk-a"),
+            "same origin keeps it"
+        );
     }
 }
 
 #[test]
 fn redirect_to_another_origin_drops_authorization() {
     let target = ok_server();
-    let location = format!("http://localhost:{}/v1/images/generations", target.addr.port());
-    let server = TestServer::start(move |_, _| Action::Reply(Reply::json(308, "").header("Location", &location)));
-    assert_eq!(get_images(&server.url(), "sk-secret", "", SEED_DESCR, ""), OK);
+    let location = format!(
+        "http://localhost:{}/v1/images/generations",
+        target.addr.port()
+    );
+    let server = TestServer::start(move |_, _| {
+        Action::Reply(Reply::json(308, "").header("Location", &location))
+    });
+    assert_eq!(
+        get_images(&server.url(), "sk-secret", "", SEED_DESCR, ""),
+        OK
+    );
     let req = one_request(&target);
     assert_eq!(req.header("authorization"), None);
     assert_eq!(req.method, "POST");
@@ -407,21 +530,36 @@ fn redirect_303_continues_with_a_get() {
     });
     assert_eq!(get_images(&server.url(), "", "", SEED_DESCR, ""), OK);
     let reqs = server.requests();
-    assert_eq!((reqs[1].method.as_str(), reqs[1].path.as_str()), ("GET", "/result/1"));
+    assert_eq!(
+        (reqs[1].method.as_str(), reqs[1].path.as_str()),
+        ("GET", "/result/1")
+    );
     assert!(reqs[1].body.is_empty());
 }
 
 #[test]
 fn contract_d_response_over_limit_is_too_large() {
     let server = TestServer::start(|_, _| Action::Reply(Reply::json(200, vec![b' '; 3 << 20])));
-    let req = ImageRequest { url: &server.url(), descr: SEED_DESCR, ..Default::default() };
+    let req = ImageRequest {
+        url: &server.url(),
+        descr: SEED_DESCR,
+        ..Default::default()
+    };
     let result = get_images_ex(&req, r#"{"max_response_mb":2}"#);
-    assert_eq!(error_code(&result).as_deref(), Some("too_large"), "{result}");
+    assert_eq!(
+        error_code(&result).as_deref(),
+        Some("too_large"),
+        "{result}"
+    );
 }
 
 #[test]
 fn large_b64_json_body_of_48_mib_comes_back_intact() {
-    let b64: String = (0..48 * 1024 * 1024).map(|i| b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[i % 64] as char).collect();
+    let b64: String = (0..48 * 1024 * 1024)
+        .map(|i| {
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[i % 64] as char
+        })
+        .collect();
     let body = format!(r#"{{"created":1,"data":[{{"b64_json":"{b64}"}}]}}"#);
     let sent = body.clone();
     let server = TestServer::start(move |_, _| Action::Reply(Reply::json(200, sent.clone())));
@@ -452,7 +590,11 @@ fn lying_content_length_is_an_io_error_not_a_partial_result() {
     });
     let result = get_images(&server.url(), "", "", SEED_DESCR, "");
     assert_eq!(error_code(&result).as_deref(), Some("io"), "{result}");
-    assert_eq!(server.requests().len(), 1, "a dropped answer is not retried");
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "a dropped answer is not retried"
+    );
 }
 
 #[test]
@@ -478,7 +620,10 @@ fn retry_429_with_retry_after_then_200_succeeds_after_the_wait() {
     });
     let start = Instant::now();
     assert_eq!(get_images(&server.url(), "", "", SEED_DESCR, ""), OK);
-    assert!(start.elapsed() >= Duration::from_secs(1), "Retry-After: 1 was honoured");
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1 was honoured"
+    );
     assert_eq!(server.requests().len(), 2);
 }
 
@@ -486,7 +631,10 @@ fn retry_429_with_retry_after_then_200_succeeds_after_the_wait() {
 fn retry_500_twice_then_200_succeeds() {
     let server = TestServer::start(|_, i| {
         if i < 2 {
-            Action::Reply(Reply::json(500, r#"{"error":{"message":"oops","type":"server_error","param":null,"code":null}}"#))
+            Action::Reply(Reply::json(
+                500,
+                r#"{"error":{"message":"oops","type":"server_error","param":null,"code":null}}"#,
+            ))
         } else {
             Action::Reply(Reply::json(200, OK))
         }
@@ -494,26 +642,37 @@ fn retry_500_twice_then_200_succeeds() {
     assert_eq!(get_images(&server.url(), "", "", SEED_DESCR, ""), OK);
     let reqs = server.requests();
     assert_eq!(reqs.len(), 3);
-    assert!(reqs.iter().all(|r| r.body == reqs[0].body), "the same body each time");
+    assert!(
+        reqs.iter().all(|r| r.body == reqs[0].body),
+        "the same body each time"
+    );
 }
 
 #[test]
 fn after_two_retries_the_last_error_json_is_returned() {
     let err = r#"{"error":{"message":"down","type":"server_error","param":null,"code":null}}"#;
-    let server = TestServer::start(move |_, _| Action::Reply(Reply::json(503, err).header("retry-after-ms", "10")));
+    let server = TestServer::start(move |_, _| {
+        Action::Reply(Reply::json(503, err).header("retry-after-ms", "10"))
+    });
     assert_eq!(get_images(&server.url(), "", "", SEED_DESCR, ""), err);
     assert_eq!(server.requests().len(), 3);
 }
 
 #[test]
 fn x_should_retry_false_stops_retries_and_true_forces_them() {
-    let server = TestServer::start(|_, _| Action::Reply(Reply::json(503, "{}").header("x-should-retry", "false")));
+    let server = TestServer::start(|_, _| {
+        Action::Reply(Reply::json(503, "{}").header("x-should-retry", "false"))
+    });
     get_images(&server.url(), "", "", SEED_DESCR, "");
     assert_eq!(server.requests().len(), 1);
 
     let server = TestServer::start(|_, i| {
         if i == 0 {
-            Action::Reply(Reply::json(400, "{}").header("x-should-retry", "true").header("retry-after-ms", "1"))
+            Action::Reply(
+                Reply::json(400, "{}")
+                    .header("x-should-retry", "true")
+                    .header("retry-after-ms", "1"),
+            )
         } else {
             Action::Reply(Reply::json(200, OK))
         }
@@ -536,13 +695,21 @@ fn connection_dropped_after_the_request_was_sent_is_not_retried() {
     let server = TestServer::start(|_, _| Action::Drop);
     let result = get_images(&server.url(), "", "", SEED_DESCR, "");
     assert_eq!(error_code(&result).as_deref(), Some("io"), "{result}");
-    assert_eq!(server.requests().len(), 1, "the server may be generating (and billing)");
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "the server may be generating (and billing)"
+    );
 }
 
 #[test]
 fn retries_zero_disables_retries() {
     let server = TestServer::start(|_, _| Action::Reply(Reply::json(500, "{}")));
-    let req = ImageRequest { url: &server.url(), descr: SEED_DESCR, ..Default::default() };
+    let req = ImageRequest {
+        url: &server.url(),
+        descr: SEED_DESCR,
+        ..Default::default()
+    };
     get_images_ex(&req, "{'retries':0}");
     assert_eq!(server.requests().len(), 1);
 }
@@ -556,7 +723,9 @@ fn connect_failures_are_retried() {
     let url = format!("http://{addr}/");
     let starter = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(150));
-        TestServer::start_on(&addr.to_string(), |_, _| Action::Reply(Reply::json(200, OK)))
+        TestServer::start_on(&addr.to_string(), |_, _| {
+            Action::Reply(Reply::json(200, OK))
+        })
     });
     let result = get_images(&url, "", "", SEED_DESCR, "");
     let server = starter.join().unwrap();
@@ -573,7 +742,11 @@ fn connections_are_reused_across_calls() {
         assert_eq!(get_images(&server.url(), "", "", SEED_DESCR, ""), OK);
     }
     assert_eq!(server.requests().len(), 10);
-    assert_eq!(server.connections(), 1, "keep-alive: one connection for ten sequential calls");
+    assert_eq!(
+        server.connections(),
+        1,
+        "keep-alive: one connection for ten sequential calls"
+    );
 }
 
 #[test]
@@ -581,7 +754,8 @@ fn sixteen_threads_twenty_calls_each_all_correct() {
     let server = TestServer::start(|req, _| {
         // Echo the prompt so each result proves it answers its own request.
         let body: Value = serde_json::from_slice(&req.body).unwrap();
-        let answer = serde_json::json!({"created": 1, "data": [{"revised_prompt": body["prompt"]}]});
+        let answer =
+            serde_json::json!({"created": 1, "data": [{"revised_prompt": body["prompt"]}]});
         Action::Reply(Reply::json(200, answer.to_string()))
     });
     let url = server.url();
@@ -603,7 +777,11 @@ fn sixteen_threads_twenty_calls_each_all_correct() {
         h.join().expect("a calling thread failed");
     }
     assert_eq!(server.requests().len(), 320);
-    assert!(server.connections() <= 16 * 2, "connections were pooled: {}", server.connections());
+    assert!(
+        server.connections() <= 16 * 2,
+        "connections were pooled: {}",
+        server.connections()
+    );
 }
 
 // ---- the token never leaks ----
@@ -611,7 +789,8 @@ fn sixteen_threads_twenty_calls_each_all_correct() {
 #[test]
 fn token_appears_in_no_result() {
     let token = "sk-proj-VERYSECRET-0123456789";
-    let server = TestServer::start(|_, _| Action::Reply(Reply::with_type(500, "text/plain", "boom")));
+    let server =
+        TestServer::start(|_, _| Action::Reply(Reply::with_type(500, "text/plain", "boom")));
     let results = [
         get_images(&server.url(), token, "", SEED_DESCR, ""),
         get_images(&server.url(), token, "", "{bad", ""),
@@ -630,9 +809,18 @@ fn image_description_structure_leaves_out_empty_fields_and_merges_last() {
         opi_openai::image_description_structure("Yellow alpaca", 1, "", "1024x1024", ""),
         r#"{"prompt":"Yellow alpaca","n":1,"size":"1024x1024"}"#
     );
-    assert_eq!(opi_openai::image_description_structure("", 0, "", "", ""), "{}");
     assert_eq!(
-        opi_openai::image_description_structure("p", 2, "transparent", "", "{'n':3,'quality':'high'}"),
+        opi_openai::image_description_structure("", 0, "", "", ""),
+        "{}"
+    );
+    assert_eq!(
+        opi_openai::image_description_structure(
+            "p",
+            2,
+            "transparent",
+            "",
+            "{'n':3,'quality':'high'}"
+        ),
         r#"{"prompt":"p","n":3,"background":"transparent","quality":"high"}"#
     );
     let bad = opi_openai::image_description_structure("p", 1, "", "", "[1]");

@@ -9,9 +9,7 @@ macro_rules! ffi_boundary {
     ($body:block) => {
         match ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| $body)) {
             Ok(result) => result,
-            Err(_) => $crate::capi::boundary::into_c_string(
-                $crate::capi::boundary::panic_result(),
-            ),
+            Err(_) => $crate::capi::boundary::into_c_string($crate::capi::boundary::panic_result()),
         }
     };
 }
@@ -19,14 +17,18 @@ pub(crate) use ffi_boundary;
 
 /// The result returned when a panic was caught.
 pub(crate) fn panic_result() -> String {
-    Error::Io("internal error: the library caught a panic; please report it".into()).to_result_json()
+    Error::Io("internal error: the library caught a panic; please report it".into())
+        .to_result_json()
 }
 
 /// Reads an optional argument: NULL is `""`; invalid UTF-8 is an error naming `param`.
 ///
 /// # Safety
 /// `ptr` is NULL or points to a NUL-terminated string valid for the call.
-pub(crate) unsafe fn optional_str<'a>(ptr: *const c_char, param: &'static str) -> Result<&'a str, Error> {
+pub(crate) unsafe fn optional_str<'a>(
+    ptr: *const c_char,
+    param: &'static str,
+) -> Result<&'a str, Error> {
     if ptr.is_null() {
         return Ok("");
     }
@@ -39,7 +41,10 @@ pub(crate) unsafe fn optional_str<'a>(ptr: *const c_char, param: &'static str) -
 ///
 /// # Safety
 /// As [`optional_str`].
-pub(crate) unsafe fn required_str<'a>(ptr: *const c_char, param: &'static str) -> Result<&'a str, Error> {
+pub(crate) unsafe fn required_str<'a>(
+    ptr: *const c_char,
+    param: &'static str,
+) -> Result<&'a str, Error> {
     if ptr.is_null() {
         return Err(Error::invalid(param, format!("{param} is NULL")));
     }

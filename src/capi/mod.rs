@@ -56,7 +56,14 @@ pub unsafe extern "C" fn opi_openai_get_images(
     headers_json: *const c_char,
 ) -> *mut c_char {
     ffi_boundary!({
-        let result = get_images_c(url, token, model, descr_json, headers_json, std::ptr::null());
+        let result = get_images_c(
+            url,
+            token,
+            model,
+            descr_json,
+            headers_json,
+            std::ptr::null(),
+        );
         into_c_string(result.unwrap_or_else(|e| e.to_result_json()))
     })
 }

@@ -27,7 +27,10 @@ impl Endpoint {
     pub fn from_base(base: &str) -> Result<Endpoint, Error> {
         let base = base.trim();
         if base.is_empty() {
-            return Err(Error::invalid("url", "url is empty: the server's base URL is required"));
+            return Err(Error::invalid(
+                "url",
+                "url is empty: the server's base URL is required",
+            ));
         }
         let lower = base.to_ascii_lowercase();
         let rest = if lower.starts_with("http://") {
@@ -37,14 +40,20 @@ impl Endpoint {
         } else {
             return Err(Error::invalid(
                 "url",
-                format!("url must start with http:// or https://, got {}", shorten(base)),
+                format!(
+                    "url must start with http:// or https://, got {}",
+                    shorten(base)
+                ),
             ));
         };
         if rest.is_empty() || rest.starts_with(['/', '?', '#']) {
             return Err(Error::invalid("url", "url has no host"));
         }
         if base.chars().any(|c| c.is_control() || c == ' ') {
-            return Err(Error::invalid("url", "url contains spaces or control characters"));
+            return Err(Error::invalid(
+                "url",
+                "url contains spaces or control characters",
+            ));
         }
         // A fragment is never sent to a server.
         let base = base.split_once('#').map_or(base, |(b, _)| b);
@@ -104,15 +113,42 @@ mod tests {
     #[test]
     fn endpoint_table() {
         let cases = [
-            ("https://bothub.chat/api/v2/openai/", "https://bothub.chat/api/v2/openai/v1/images/generations"),
-            ("https://bothub.chat/api/v2/openai", "https://bothub.chat/api/v2/openai/v1/images/generations"),
-            ("https://api.openai.com/", "https://api.openai.com/v1/images/generations"),
-            ("https://api.openai.com", "https://api.openai.com/v1/images/generations"),
-            ("https://api.openai.com/v1", "https://api.openai.com/v1/images/generations"),
-            ("https://api.openai.com/v1/", "https://api.openai.com/v1/images/generations"),
-            ("http://h:8080/v1/images/generations", "http://h:8080/v1/images/generations"),
-            ("http://h/x/images/generations?a=1", "http://h/x/images/generations?a=1"),
-            ("http://h/openai?api-version=2", "http://h/openai/v1/images/generations?api-version=2"),
+            (
+                "https://bothub.chat/api/v2/openai/",
+                "https://bothub.chat/api/v2/openai/v1/images/generations",
+            ),
+            (
+                "https://bothub.chat/api/v2/openai",
+                "https://bothub.chat/api/v2/openai/v1/images/generations",
+            ),
+            (
+                "https://api.openai.com/",
+                "https://api.openai.com/v1/images/generations",
+            ),
+            (
+                "https://api.openai.com",
+                "https://api.openai.com/v1/images/generations",
+            ),
+            (
+                "https://api.openai.com/v1",
+                "https://api.openai.com/v1/images/generations",
+            ),
+            (
+                "https://api.openai.com/v1/",
+                "https://api.openai.com/v1/images/generations",
+            ),
+            (
+                "http://h:8080/v1/images/generations",
+                "http://h:8080/v1/images/generations",
+            ),
+            (
+                "http://h/x/images/generations?a=1",
+                "http://h/x/images/generations?a=1",
+            ),
+            (
+                "http://h/openai?api-version=2",
+                "http://h/openai/v1/images/generations?api-version=2",
+            ),
             ("http://h/v1?k=v#frag", "http://h/v1/images/generations?k=v"),
             ("http://v1", "http://v1/v1/images/generations"),
         ];

@@ -21,7 +21,10 @@ pub fn parse_optional_object(text: &str, param: &'static str) -> Result<Option<J
 pub fn parse_object(text: &str, param: &'static str) -> Result<JsonObject, Error> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
-        return Err(Error::invalid(param, format!("{param} is empty: a JSON object is required")));
+        return Err(Error::invalid(
+            param,
+            format!("{param} is empty: a JSON object is required"),
+        ));
     }
     if trimmed.starts_with('{') || trimmed.starts_with('[') || !looks_like_path(trimmed) {
         return parse_object_text(trimmed, param);
@@ -30,7 +33,10 @@ pub fn parse_object(text: &str, param: &'static str) -> Result<JsonObject, Error
     match std::fs::read(path) {
         Ok(bytes) => {
             let content = String::from_utf8(bytes).map_err(|_| {
-                Error::invalid(param, format!("{param}: the file {trimmed} is not UTF-8 text"))
+                Error::invalid(
+                    param,
+                    format!("{param}: the file {trimmed} is not UTF-8 text"),
+                )
             })?;
             // A UTF-8 byte order mark is common in files written on Windows.
             let content = content.strip_prefix('\u{feff}').unwrap_or(&content);
@@ -43,7 +49,10 @@ pub fn parse_object(text: &str, param: &'static str) -> Result<JsonObject, Error
         }
         Err(err) => Err(Error::invalid(
             param,
-            format!("{param}: the file {trimmed} could not be read: {}", io_reason(&err)),
+            format!(
+                "{param}: the file {trimmed} could not be read: {}",
+                io_reason(&err)
+            ),
         )),
     }
 }
@@ -69,7 +78,10 @@ fn parse_object_text(text: &str, param: &'static str) -> Result<JsonObject, Erro
                 Error::invalid(param, format!("{param} is not valid JSON: {strict_err}"))
             })?,
             None => {
-                return Err(Error::invalid(param, format!("{param} is not valid JSON: {strict_err}")))
+                return Err(Error::invalid(
+                    param,
+                    format!("{param} is not valid JSON: {strict_err}"),
+                ))
             }
         },
     };

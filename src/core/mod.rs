@@ -101,7 +101,11 @@ pub fn get_images_traced(
     }
 }
 
-fn call(req: &ImageRequest, options: &Options, trace: &mut dyn FnMut(&TraceEvent)) -> Result<String, Error> {
+fn call(
+    req: &ImageRequest,
+    options: &Options,
+    trace: &mut dyn FnMut(&TraceEvent),
+) -> Result<String, Error> {
     let started = Instant::now();
     let endpoint = Endpoint::from_base(req.url)?;
     let body = request::build_body(req.model, req.descr)?;
@@ -115,7 +119,12 @@ fn call(req: &ImageRequest, options: &Options, trace: &mut dyn FnMut(&TraceEvent
     let mut log_failure = None;
     let mut log = options.log_file.as_deref().and_then(|path| {
         log::CallLog::open(path, endpoint.as_str(), req.token)
-            .map_err(|e| log_failure = Some(format!("log_file {} could not be opened: {e}", path.display())))
+            .map_err(|e| {
+                log_failure = Some(format!(
+                    "log_file {} could not be opened: {e}",
+                    path.display()
+                ))
+            })
             .ok()
     });
     let mut trace = |event: &TraceEvent| {
@@ -138,12 +147,26 @@ fn call(req: &ImageRequest, options: &Options, trace: &mut dyn FnMut(&TraceEvent
         headers: headers.redacted(),
         body: &body,
     });
-    let resp = transport::post(endpoint.as_str(), &headers, &body, req.token, options, &mut trace)?;
+    let resp = transport::post(
+        endpoint.as_str(),
+        &headers,
+        &body,
+        req.token,
+        options,
+        &mut trace,
+    )?;
     let status = resp.status;
     let full_headers = (options.response == ResponseShape::Full).then(|| resp.headers.clone());
     let mut json = result::classify(resp);
     if let Some(dir) = &options.save_dir {
-        json = save::save_images(json, status, dir, options, started + options.timeout, &mut trace)?;
+        json = save::save_images(
+            json,
+            status,
+            dir,
+            options,
+            started + options.timeout,
+            &mut trace,
+        )?;
     }
     if let Some(headers) = full_headers {
         json = result::full(status, &headers, &json);

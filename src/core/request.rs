@@ -41,7 +41,11 @@ pub struct Headers(Vec<(String, String)>);
 impl Headers {
     /// Sets `name` to `value`, replacing an earlier value of the same name (any case) in place.
     pub fn set(&mut self, name: &str, value: &str) {
-        match self.0.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
             Some(slot) => *slot = (name.to_string(), value.to_string()),
             None => self.0.push((name.to_string(), value.to_string())),
         }
@@ -65,9 +69,15 @@ impl Headers {
         self.0
             .iter()
             .map(|(n, v)| {
-                if n.eq_ignore_ascii_case("authorization") || n.eq_ignore_ascii_case("proxy-authorization") {
+                if n.eq_ignore_ascii_case("authorization")
+                    || n.eq_ignore_ascii_case("proxy-authorization")
+                {
                     let scheme = v.split_once(' ').map_or("", |(s, _)| s);
-                    let shown = if scheme.is_empty() { "***".to_string() } else { format!("{scheme} ***") };
+                    let shown = if scheme.is_empty() {
+                        "***".to_string()
+                    } else {
+                        format!("{scheme} ***")
+                    };
                     (n.clone(), shown)
                 } else {
                     (n.clone(), v.clone())
@@ -99,7 +109,10 @@ pub fn build_headers(token: &str, headers: &str) -> Result<Headers, Error> {
                 other => {
                     return Err(Error::invalid(
                         "headers",
-                        format!("headers: the value of {name} must be a string, not {}", kind_of(other)),
+                        format!(
+                            "headers: the value of {name} must be a string, not {}",
+                            kind_of(other)
+                        ),
                     ))
                 }
             };
@@ -120,11 +133,16 @@ pub fn build_headers(token: &str, headers: &str) -> Result<Headers, Error> {
 fn check_header(name: &str, value: &str) -> Result<(), Error> {
     const TCHAR: &[u8] = b"!#$%&'*+-.^_`|~";
     let valid_name = !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || TCHAR.contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || TCHAR.contains(&b));
     if !valid_name {
         return Err(Error::invalid(
             "headers",
-            format!("headers: {:?} is not a valid header name", name.escape_debug().to_string()),
+            format!(
+                "headers: {:?} is not a valid header name",
+                name.escape_debug().to_string()
+            ),
         ));
     }
     if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
@@ -178,8 +196,17 @@ mod tests {
 
     #[test]
     fn header_injection_is_refused() {
-        for h in [r#"{"X-A":"a\r\nX-B: b"}"#, r#"{"X A":"a"}"#, r#"{"":"a"}"#, r#"{"X-A":"a\u0000"}"#] {
-            assert_eq!(build_headers("", h).unwrap_err().param(), Some("headers"), "{h}");
+        for h in [
+            r#"{"X-A":"a\r\nX-B: b"}"#,
+            r#"{"X A":"a"}"#,
+            r#"{"":"a"}"#,
+            r#"{"X-A":"a\u0000"}"#,
+        ] {
+            assert_eq!(
+                build_headers("", h).unwrap_err().param(),
+                Some("headers"),
+                "{h}"
+            );
         }
     }
 }

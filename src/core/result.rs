@@ -10,7 +10,11 @@ const BODY_EXCERPT: usize = 2048;
 /// The result JSON for a response: a JSON body as is (byte for byte), `{}` for an empty body,
 /// else an `opi_invalid_response` error object quoting the start of the body.
 pub fn classify(resp: Response) -> String {
-    let Response { status, headers, body } = resp;
+    let Response {
+        status,
+        headers,
+        body,
+    } = resp;
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return "{}".to_string();
     }
@@ -61,7 +65,9 @@ pub fn full(status: u16, headers: &[(String, String)], body: &str) -> String {
     }
     let headers = serde_json::Value::Object(map).to_string();
     let mut out = String::with_capacity(body.len() + headers.len() + 40);
-    out.push_str(&format!("{{\"status\":{status},\"headers\":{headers},\"body\":"));
+    out.push_str(&format!(
+        "{{\"status\":{status},\"headers\":{headers},\"body\":"
+    ));
     out.push_str(body.trim());
     out.push('}');
     out

@@ -97,14 +97,22 @@ impl Resolver for CachingResolver {
         let Some(port) = port else {
             return self.inner.resolve(uri, config, timeout);
         };
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         if let Ok(ip) = host.parse::<IpAddr>() {
             let mut addrs = self.empty();
             addrs.push(SocketAddr::new(ip, port));
             return Ok(addrs);
         }
         let key = format!("{host}:{port}");
-        if let Some((at, addrs)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some((at, addrs)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             if at.elapsed() < DNS_TTL {
                 return Ok(addrs.clone());
             }
@@ -145,7 +153,10 @@ fn retryable_status(status: u16, should_retry: Option<&str>) -> bool {
 /// The wait the server asked for: `retry-after-ms`, else `retry-after` (seconds or HTTP
 /// date), when above 0 and at most 120 s.
 fn server_wait(resp: &Response) -> Option<Duration> {
-    let wait = if let Some(ms) = resp.header("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
+    let wait = if let Some(ms) = resp
+        .header("retry-after-ms")
+        .and_then(|v| v.trim().parse::<f64>().ok())
+    {
         Duration::try_from_secs_f64(ms / 1000.0).ok()?
     } else {
         let v = resp.header("retry-after")?.trim();
@@ -163,7 +174,9 @@ fn server_wait(resp: &Response) -> Option<Duration> {
 /// Exponential backoff with jitter: min(0.5 s · 2^k, 8 s) times a random 0.75..1.
 pub(super) fn backoff(retry: u32) -> Duration {
     let base = (0.5 * 2f64.powi(retry.min(16) as i32)).min(8.0);
-    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
     let jitter = 1.0 - 0.25 * (random as f64 / u64::MAX as f64);
     Duration::from_secs_f64(base * jitter)
 }
@@ -268,7 +281,11 @@ pub fn post(
         let began = Instant::now();
         let remaining = deadline.saturating_duration_since(began);
         if remaining.is_zero() {
-            return Err(map_error(ureq::Error::Timeout(ureq::Timeout::Global), options, token));
+            return Err(map_error(
+                ureq::Error::Timeout(ureq::Timeout::Global),
+                options,
+                token,
+            ));
         }
         let outcome = exchange(&agent, url, headers, body, options, remaining);
         let elapsed = began.elapsed();
@@ -355,11 +372,16 @@ fn exchange(
             return Err(ureq::Error::TooManyRedirects);
         }
         let base = url::Url::parse(&current).map_err(|_| ureq::Error::RedirectFailed)?;
-        let next = base.join(location.trim()).map_err(|_| ureq::Error::RedirectFailed)?;
+        let next = base
+            .join(location.trim())
+            .map_err(|_| ureq::Error::RedirectFailed)?;
         if !matches!(next.scheme(), "http" | "https") {
             return Err(ureq::Error::RedirectFailed);
         }
-        same_origin &= next.origin() == url::Url::parse(url).map_err(|_| ureq::Error::RedirectFailed)?.origin();
+        same_origin &= next.origin()
+            == url::Url::parse(url)
+                .map_err(|_| ureq::Error::RedirectFailed)?
+                .origin();
         if matches!(resp.status, 301..=303) {
             body = None;
         }
@@ -400,21 +422,46 @@ fn send_once(
         req
     }
     let mut resp = match body {
-        Some(body) => prepare(agent.post(url), headers, true, with_auth, options, remaining).send(body)?,
-        None => prepare(agent.get(url), headers, false, with_auth, options, remaining).call()?,
+        Some(body) => prepare(
+            agent.post(url),
+            headers,
+            true,
+            with_auth,
+            options,
+            remaining,
+        )
+        .send(body)?,
+        None => prepare(
+            agent.get(url),
+            headers,
+            false,
+            with_auth,
+            options,
+            remaining,
+        )
+        .call()?,
     };
     let status = resp.status().as_u16();
     let resp_headers = resp
         .headers()
         .iter()
-        .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let body = resp
         .body_mut()
         .with_config()
         .limit(options.max_response_bytes)
         .read_to_vec()?;
-    Ok(Response { status, headers: resp_headers, body })
+    Ok(Response {
+        status,
+        headers: resp_headers,
+        body,
+    })
 }
 
 #[cfg(test)]
@@ -434,11 +481,20 @@ mod tests {
     fn retry_after_forms() {
         let r = |h: Vec<(&str, &str)>| Response {
             status: 429,
-            headers: h.into_iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+            headers: h
+                .into_iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
             body: vec![],
         };
-        assert_eq!(server_wait(&r(vec![("retry-after-ms", "1500")])), Some(Duration::from_millis(1500)));
-        assert_eq!(server_wait(&r(vec![("retry-after", "2")])), Some(Duration::from_secs(2)));
+        assert_eq!(
+            server_wait(&r(vec![("retry-after-ms", "1500")])),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            server_wait(&r(vec![("retry-after", "2")])),
+            Some(Duration::from_secs(2))
+        );
         assert_eq!(server_wait(&r(vec![("retry-after", "500")])), None);
         let date = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
         let got = server_wait(&r(vec![("retry-after", &date)])).unwrap();

@@ -35,7 +35,11 @@ pub fn cdylib() -> std::path::PathBuf {
             std::env::consts::DLL_SUFFIX
         );
         let exe = std::env::current_exe().expect("the test executable's path");
-        if let Some(found) = exe.parent().map(|deps| deps.join(&name)).filter(|p| p.is_file()) {
+        if let Some(found) = exe
+            .parent()
+            .map(|deps| deps.join(&name))
+            .filter(|p| p.is_file())
+        {
             return found;
         }
         let mut cmd = std::process::Command::new(env!("CARGO"));
