@@ -18,7 +18,10 @@
  * user calls it (it also checks the body is JSON and UTF-8, which libcurl does not).
  *
  * Each figure is the median of R rounds; the sides alternate within a round so that both
- * see the same machine state. Ratio = ours / libcurl (above 1: ours is faster).
+ * see the same machine state. Two measures: the rate (calls/s or MiB/s, wall clock, server
+ * included, ratio = ours / libcurl) and the client's CPU time per call or per MiB (user +
+ * system of this process, server excluded, ratio = libcurl / ours). Every ratio reads the
+ * same way: above 1, ours is better.
  * Exit status: 0, or 1 when any call of either side did not return the expected answer. */
 #define _POSIX_C_SOURCE 200809L
 #include <curl/curl.h>
@@ -26,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "opi_openai.h"
@@ -142,6 +146,15 @@ static char *curl_call(struct curl_client *c, const char *url) {
 
 /* ---- measurements ---------------------------------------------------------------------- */
 
+/* CPU seconds (user + system) this process has used: the client side only, as the server is
+ * another process. Wall-clock rates include the server's work, which both sides share; CPU
+ * per call isolates what each client costs. */
+static double cpu(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -152,79 +165,90 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-/* Seconds for `n` sequential calls by one side. */
-static double seq_ours(const char *base, int n) {
-    double t0 = now();
-    for (int i = 0; i < n; i++) {
-        char *r = ours_call(base);
-        if (i == 0 || i == n - 1) check("opi_openai", r);
+/* One side's work for one figure. */
+enum side { OURS, LIBCURL };
+enum kind { SEQUENTIAL, THREADED, BIG };
+
+struct sample {
+    double wall, cpu; /* seconds */
+};
+
+/* One call by one side; checks the first answer of a run. */
+static void one_call(enum side side, struct curl_client *c, int big, int check_it) {
+    if (side == LIBCURL) {
+        char *r = curl_call(c, big ? url_big : url_small);
+        if (check_it) check("libcurl", r);
+        free(r);
+    } else {
+        char *r = ours_call(big ? base_big : base_small);
+        if (check_it) check("opi_openai", r);
         opi_free_string(r);
     }
-    return now() - t0;
-}
-
-static double seq_curl(struct curl_client *c, const char *url, int n) {
-    double t0 = now();
-    for (int i = 0; i < n; i++) {
-        char *r = curl_call(c, url);
-        if (i == 0 || i == n - 1) check("libcurl", r);
-        free(r);
-    }
-    return now() - t0;
 }
 
 struct worker {
     pthread_t thread;
-    int use_curl, calls;
+    enum side side;
+    int calls;
     pthread_barrier_t *start;
 };
 
 static void *worker_main(void *arg) {
     struct worker *w = arg;
     struct curl_client c;
-    if (w->use_curl) {
-        curl_client_init(&c);
-        free(curl_call(&c, url_small)); /* this thread's connection, before the clock */
-    } else {
-        opi_free_string(ours_call(base_small));
-    }
+    if (w->side == LIBCURL) curl_client_init(&c);
+    one_call(w->side, &c, 0, 0); /* this thread's connection, before the clock */
     pthread_barrier_wait(w->start);
-    for (int i = 0; i < w->calls; i++) {
-        if (w->use_curl) {
-            char *r = curl_call(&c, url_small);
-            if (i == 0) check("libcurl", r);
-            free(r);
-        } else {
-            char *r = ours_call(base_small);
-            if (i == 0) check("opi_openai", r);
-            opi_free_string(r);
-        }
-    }
-    if (w->use_curl) curl_client_free(&c);
+    for (int i = 0; i < w->calls; i++) one_call(w->side, &c, 0, i == 0);
+    if (w->side == LIBCURL) curl_client_free(&c);
     return NULL;
 }
 
-/* Seconds from the common start until all `threads` threads made `calls` calls each. */
-static double threaded(int use_curl, int threads, int calls) {
-    struct worker w[MAX_THREADS];
-    pthread_barrier_t start;
-    pthread_barrier_init(&start, NULL, threads + 1);
-    for (int i = 0; i < threads; i++) {
-        w[i] = (struct worker){.use_curl = use_curl, .calls = calls, .start = &start};
-        pthread_create(&w[i].thread, NULL, worker_main, &w[i]);
+/* `calls` calls (per thread, for THREADED) by one side: wall and client CPU seconds. */
+static struct sample run_side(enum kind kind, enum side side, struct curl_client *c, int calls,
+                              int threads) {
+    double t0 = now(), c0 = cpu();
+    if (kind == THREADED) {
+        struct worker w[MAX_THREADS];
+        pthread_barrier_t start;
+        pthread_barrier_init(&start, NULL, threads + 1);
+        for (int i = 0; i < threads; i++) {
+            w[i] = (struct worker){.side = side, .calls = calls, .start = &start};
+            pthread_create(&w[i].thread, NULL, worker_main, &w[i]);
+        }
+        pthread_barrier_wait(&start);
+        t0 = now(); /* from the common start; the CPU of the set-up calls is counted, a little */
+        for (int i = 0; i < threads; i++) pthread_join(w[i].thread, NULL);
+        pthread_barrier_destroy(&start);
+    } else {
+        for (int i = 0; i < calls; i++) one_call(side, c, kind == BIG, i == 0 || i == calls - 1);
     }
-    pthread_barrier_wait(&start);
-    double t0 = now();
-    for (int i = 0; i < threads; i++) pthread_join(w[i].thread, NULL);
-    double t = now() - t0;
-    pthread_barrier_destroy(&start);
-    return t;
+    return (struct sample){now() - t0, cpu() - c0};
 }
 
-static void report(const char *key, const char *label, const char *unit, double ours, double curl) {
-    printf("%-28s ours %10.1f %-7s libcurl %10.1f %-7s ratio %.2f\n", label, ours, unit, curl, unit,
-           ours / curl);
+/* `rounds` rounds of both sides (alternating who goes first); prints the medians of
+ * units/s (units = calls or MiB) and of client CPU microseconds per unit. */
+static void figure(const char *key, const char *label, const char *unit, enum kind kind,
+                   struct curl_client *c, int calls, int threads, double units, int rounds) {
+    double rate[2][MAX_ROUNDS], cost[2][MAX_ROUNDS];
+    for (int r = 0; r < rounds; r++) {
+        for (int k = 0; k < 2; k++) {
+            enum side side = (r + k) % 2 ? LIBCURL : OURS;
+            struct sample s = run_side(kind, side, c, calls, threads);
+            rate[side][r] = units / s.wall;
+            cost[side][r] = s.cpu * 1e6 / units;
+        }
+    }
+    double ours = median(rate[OURS], rounds), curl = median(rate[LIBCURL], rounds);
+    double ours_cpu = median(cost[OURS], rounds), curl_cpu = median(cost[LIBCURL], rounds);
+    const char *per = strcmp(unit, "MiB/s") == 0 ? "us/MiB" : "us/call";
+    printf("%-26s ours %9.1f %-7s libcurl %9.1f %-7s ratio %.2f | client CPU ours %8.1f %s, "
+           "libcurl %8.1f, ratio %.2f\n",
+           label, ours, unit, curl, unit, ours / curl, ours_cpu, per, curl_cpu, curl_cpu / ours_cpu);
+    /* ratio: above 1 means ours is better (faster; or, for CPU, cheaper). */
     printf("RESULT %s ours=%.1f libcurl=%.1f unit=%s ratio=%.3f\n", key, ours, curl, unit, ours / curl);
+    printf("RESULT %s_cpu ours=%.1f libcurl=%.1f unit=%s ratio=%.3f\n", key, ours_cpu, curl_cpu, per,
+           curl_cpu / ours_cpu);
     fflush(stdout);
 }
 
@@ -265,48 +289,25 @@ int main(int argc, char **argv) {
     snprintf(url_big, sizeof url_big, "%sv1/images/generations", base_big);
 
     curl_global_init(CURL_GLOBAL_ALL);
-    printf("opi_openai %s vs %s; server %s; %d rounds, median\n", opi_version(), curl_version(),
-           base_small, rounds);
+    printf("opi_openai %s vs %s\nserver %s; %d rounds, median; ratio above 1: ours is better\n",
+           opi_version(), curl_version(), base_small, rounds);
     struct curl_client c;
     curl_client_init(&c);
 
     /* Warm-up: connections open, code paths hot, both answers checked. */
-    seq_ours(base_small, 50);
-    seq_curl(&c, url_small, 50);
+    run_side(SEQUENTIAL, OURS, &c, 50, 1);
+    run_side(SEQUENTIAL, LIBCURL, &c, 50, 1);
 
-    double ours_v[MAX_ROUNDS], curl_v[MAX_ROUNDS];
-
-    /* 1. Sequential small calls. */
-    for (int r = 0; r < rounds; r++) {
-        if (r % 2 == 0) {
-            ours_v[r] = small / seq_ours(base_small, small);
-            curl_v[r] = small / seq_curl(&c, url_small, small);
-        } else {
-            curl_v[r] = small / seq_curl(&c, url_small, small);
-            ours_v[r] = small / seq_ours(base_small, small);
-        }
-    }
-    report("small_sequential", "small calls, sequential", "calls/s", median(ours_v, rounds),
-           median(curl_v, rounds));
-
-    /* 2. Small calls from many threads. */
-    for (int r = 0; r < rounds; r++) {
-        int total = threads * per_thread;
-        if (r % 2 == 0) {
-            ours_v[r] = total / threaded(0, threads, per_thread);
-            curl_v[r] = total / threaded(1, threads, per_thread);
-        } else {
-            curl_v[r] = total / threaded(1, threads, per_thread);
-            ours_v[r] = total / threaded(0, threads, per_thread);
-        }
-    }
+    figure("small_sequential", "small calls, sequential", "calls/s", SEQUENTIAL, &c, small, 1, small,
+           rounds);
     char label[64], key[64];
     snprintf(label, sizeof label, "small calls, %d threads", threads);
     snprintf(key, sizeof key, "small_threads_%d", threads);
-    report(key, label, "calls/s", median(ours_v, rounds), median(curl_v, rounds));
+    figure(key, label, "calls/s", THREADED, &c, per_thread, threads, (double)threads * per_thread,
+           rounds);
 
-    /* 3. The big body: MB/s of answer delivered to the caller. */
     if (do_big) {
+        /* Both sides must hand over the very same bytes. */
         char *a = ours_call(base_big), *b = curl_call(&c, url_big);
         check("opi_openai", a);
         check("libcurl", b);
@@ -314,28 +315,9 @@ int main(int argc, char **argv) {
         double mb = b ? strlen(b) / (1024.0 * 1024.0) : 0;
         opi_free_string(a);
         free(b);
-        for (int r = 0; r < rounds && mb > 0; r++) {
-            for (int side = 0; side < 2; side++) {
-                int curl_side = (r % 2) ^ side;
-                double t0 = now();
-                for (int i = 0; i < big; i++) {
-                    if (curl_side) {
-                        char *x = curl_call(&c, url_big);
-                        if (i == 0) check("libcurl", x);
-                        free(x);
-                    } else {
-                        char *x = ours_call(base_big);
-                        if (i == 0) check("opi_openai", x);
-                        opi_free_string(x);
-                    }
-                }
-                double rate = big * mb / (now() - t0);
-                if (curl_side) curl_v[r] = rate; else ours_v[r] = rate;
-            }
-        }
         if (mb > 0) {
             snprintf(label, sizeof label, "%.0f MiB body", mb);
-            report("big_body", label, "MiB/s", median(ours_v, rounds), median(curl_v, rounds));
+            figure("big_body", label, "MiB/s", BIG, &c, big, 1, big * mb, rounds);
         }
     }
 

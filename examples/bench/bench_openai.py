@@ -13,7 +13,9 @@ connection and give the caller the answer as Python objects:
 - ours: `opi_openai_get_images` through ctypes, the JSON text copied into Python bytes, the
   string freed with `opi_free_string`, then `json.loads` (the "ours, parsed" figure; the
   headline ratio). "ours, text" stops at the bytes.
-Each figure is the median of R rounds; sides alternate within a round. Ratio = ours / SDK.
+Each figure is the median of R rounds; sides alternate within a round. Two measures: calls/s
+(wall clock, server included; ratio = ours / SDK) and the client's CPU time per call
+(`time.process_time`, server excluded; ratio = SDK / ours). Above 1, ours is better.
 Exit status 1 when any call did not return the expected answer.
 """
 
@@ -84,27 +86,34 @@ def main():
             check(name, call())
 
     rates = {name: [] for name in sides}
+    costs = {name: [] for name in sides}  # client CPU microseconds per call
     order = list(sides)
     for r in range(args.rounds):
         for name in order if r % 2 == 0 else reversed(order):
             call = sides[name]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for i in range(args.calls):
                 answer = call()
                 if i == 0:
                     check(name, answer)
             rates[name].append(args.calls / (time.perf_counter() - t0))
+            costs[name].append((time.process_time() - c0) * 1e6 / args.calls)
 
     med = {name: statistics.median(v) for name, v in rates.items()}
+    cpu = {name: statistics.median(v) for name, v in costs.items()}
     print(f"opi_openai {lib.opi_version().decode()} vs openai-python {openai.__version__} "
-          f"(Python {sys.version.split()[0]}); server {base}; {args.rounds} rounds, median")
+          f"(Python {sys.version.split()[0]})\nserver {base}; {args.rounds} rounds, median; "
+          f"ratio above 1: ours is better")
     for name in ("ours, text", "ours, parsed"):
-        print(f"{'python small calls (' + name + ')':40} ours {med[name]:9.1f} calls/s   "
-              f"openai SDK {med['sdk']:9.1f} calls/s   ratio {med[name] / med['sdk']:.2f}")
+        print(f"{'small calls (' + name + ')':26} ours {med[name]:9.1f} calls/s openai SDK "
+              f"{med['sdk']:9.1f} calls/s ratio {med[name] / med['sdk']:.2f} | client CPU ours "
+              f"{cpu[name]:8.1f} us/call, SDK {cpu['sdk']:8.1f}, ratio {cpu['sdk'] / cpu[name]:.2f}")
     key = {"ours, text": "python_text", "ours, parsed": "python_parsed"}
     for name in ("ours, text", "ours, parsed"):
         print(f"RESULT {key[name]} ours={med[name]:.1f} openai_sdk={med['sdk']:.1f} unit=calls/s "
               f"ratio={med[name] / med['sdk']:.3f}")
+        print(f"RESULT {key[name]}_cpu ours={cpu[name]:.1f} openai_sdk={cpu['sdk']:.1f} unit=us/call "
+              f"ratio={cpu['sdk'] / cpu[name]:.3f}")
     if failures:
         print(f"bench_openai: {len(failures)} unexpected answers, first: {failures[0]}", file=sys.stderr)
         return 1

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark: opi_openai against its anchors (libcurl from C, the official openai-python
 # SDK from Python), the same requests to the same local server, in one run; prints the
-# figures and a summary of ratios (ours / anchor: above 1 means ours is faster).
+# figures and a summary of ratios. Every ratio reads the same way: above 1, ours is better
+# (rates: ours / anchor, wall clock, server included; *_cpu: anchor / ours, the client
+# process's CPU time per call or per MiB, server excluded).
 #
 #   bash examples/bench/run.sh            # about a minute once built
 #   bash examples/bench/run.sh --quick    # fewer calls, for a smoke run
@@ -85,7 +87,7 @@ stop_server
 trap - EXIT
 
 echo
-echo "== summary: ratio = ours / anchor (above 1: ours is faster)"
+echo "== summary (ratio above 1: ours is better; rates ours/anchor, *_cpu anchor/ours)"
 printf '%-18s %-14s %18s %18s %7s\n' figure anchor ours anchor ratio
 grep '^RESULT ' "$LOG" | while read -r _ key rest; do
     ours="" anchor="" name="" unit="" ratio=""
