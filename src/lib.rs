@@ -25,6 +25,8 @@
 
 #![warn(missing_docs)]
 
+// The 1C Native API add-in: its exports and vtables are for 1C hosts, not the C header.
+/// cbindgen:ignore
 mod addin;
 mod capi;
 mod core;

@@ -23,3 +23,35 @@ fn committed_header_is_current() {
         "include/opi_openai.h is stale: run `OPI_BLESS=1 cargo test --test header` and commit it"
     );
 }
+
+#[test]
+fn header_declares_only_the_c_api() {
+    let header =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("include/opi_openai.h"))
+            .unwrap();
+    let mut functions: Vec<&str> = header
+        .lines()
+        .filter(|l| !l.starts_with("//") && !l.starts_with(' ') && l.contains('('))
+        .filter_map(|l| {
+            l.split('(')
+                .next()?
+                .split(|c: char| c == ' ' || c == '*')
+                .next_back()
+        })
+        .collect();
+    functions.sort();
+    assert_eq!(
+        functions,
+        [
+            "opi_free_string",
+            "opi_openai_get_image_description_structure",
+            "opi_openai_get_images",
+            "opi_openai_get_images_ex",
+            "opi_version"
+        ]
+    );
+    assert!(
+        !header.contains("#define"),
+        "no macros leak into the header (the add-in's variant codes once did)"
+    );
+}
