@@ -51,7 +51,7 @@ fn header_declares_only_the_c_api() {
         ]
     );
     assert!(
-        !header.contains("#define"),
+        !header.replace("#define OPI_OPENAI_H", "").contains("#define"),
         "no macros leak into the header (the add-in's variant codes once did)"
     );
 }
