@@ -88,7 +88,7 @@ trap - EXIT
 
 echo
 echo "== summary (ratio above 1: ours is better; rates ours/anchor, *_cpu anchor/ours)"
-printf '%-18s %-14s %18s %18s %7s\n' figure anchor ours anchor ratio
+printf '%-22s %-14s %17s %17s %7s\n' figure anchor ours anchor ratio
 grep '^RESULT ' "$LOG" | while read -r _ key rest; do
     ours="" anchor="" name="" unit="" ratio=""
     for kv in $rest; do
@@ -100,7 +100,7 @@ grep '^RESULT ' "$LOG" | while read -r _ key rest; do
             ratio=*) ratio="${kv#ratio=}" ;;
         esac
     done
-    printf '%-18s %-14s %18s %18s %7s\n' "$key" "$name" "$ours $unit" "$anchor $unit" "$ratio"
+    printf '%-22s %-14s %17s %17s %7s\n' "$key" "$name" "$ours $unit" "$anchor $unit" "$ratio"
 done | tee "$OUT/summary.txt"
 echo "(full output: $LOG)"
 exit $STATUS
