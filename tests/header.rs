@@ -35,7 +35,7 @@ fn header_declares_only_the_c_api() {
         .filter_map(|l| {
             l.split('(')
                 .next()?
-                .split(|c: char| c == ' ' || c == '*')
+                .split([' ', '*'])
                 .next_back()
         })
         .collect();

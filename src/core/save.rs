@@ -3,7 +3,8 @@
 
 use super::error::Error;
 use super::options::Options;
-use super::transport::{backoff, map_error, retryable_error};
+use super::request::Headers;
+use super::transport;
 use super::{agent, TraceEvent};
 use base64::Engine;
 use serde_json::Value;
@@ -230,72 +231,31 @@ fn download(
     let agent = agent::for_url(url, options)?;
     // The query of a pre-signed URL is its signature: kept out of traces and logs.
     let shown = url.split(['?', '#']).next().unwrap_or(url);
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let began = Instant::now();
-        let remaining = deadline.saturating_duration_since(began);
-        if remaining.is_zero() {
-            return Err(map_error(
-                ureq::Error::Timeout(ureq::Timeout::Global),
-                options,
-                "",
-            ));
-        }
-        let outcome = (|| {
-            let mut resp = agent
-                .get(url)
-                .config()
-                .timeout_global(Some(remaining))
-                .timeout_connect(Some(options.connect_timeout))
-                .max_redirects(5)
-                .build()
-                .header("Accept", "image/*, */*")
-                .call()?;
-            let status = resp.status().as_u16();
-            let body = resp
-                .body_mut()
-                .with_config()
-                .limit(options.max_response_bytes)
-                .read_to_vec()?;
-            Ok::<_, ureq::Error>((status, body))
-        })();
-        let elapsed = began.elapsed();
-        let can_retry = attempt <= options.retries;
-        let (status, bytes, error, retry) = match &outcome {
-            Ok((status, body)) => (
-                Some(*status),
-                body.len() as u64,
-                None,
-                can_retry && matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
-            ),
-            Err(e) => (
-                None,
-                0,
-                Some(e.to_string()),
-                can_retry && retryable_error(e),
-            ),
-        };
-        trace(&TraceEvent::Download {
-            url: shown,
-            attempt,
-            status,
-            elapsed,
-            bytes,
-            error: error.as_deref(),
-        });
-        let wait = backoff(attempt - 1);
-        if retry && Instant::now() + wait < deadline {
-            std::thread::sleep(wait);
-            continue;
-        }
-        return match outcome {
-            Ok((200..=299, body)) => Ok(body),
-            Ok((status, _)) => Err(Error::Io(format!(
-                "image {index} could not be downloaded from {shown}: HTTP {status}"
-            ))),
-            Err(e) => Err(map_error(e, options, "")),
-        };
+    let mut headers = Headers::default();
+    headers.set("Accept", "image/*, */*");
+    let resp = transport::with_retries(
+        options,
+        deadline,
+        "",
+        |remaining| transport::exchange(&agent, url, &headers, None, options, remaining),
+        |a| {
+            trace(&TraceEvent::Download {
+                url: shown,
+                attempt: a.attempt,
+                status: a.response.map(|r| r.status),
+                elapsed: a.elapsed,
+                bytes: a.response.map_or(0, |r| r.body.len() as u64),
+                error: a.error,
+            })
+        },
+    )?;
+    if (200..300).contains(&resp.status) {
+        Ok(resp.body)
+    } else {
+        Err(Error::Io(format!(
+            "image {index} could not be downloaded from {shown}: HTTP {}",
+            resp.status
+        )))
     }
 }
 

@@ -273,87 +273,105 @@ pub fn post(
         ));
     }
     let agent = super::agent::for_url(url, options)?;
-    let start = Instant::now();
-    let deadline = start + options.timeout;
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
+    let deadline = Instant::now() + options.timeout;
+    with_retries(
+        options,
+        deadline,
+        token,
+        |remaining| {
+            exchange(
+                &agent,
+                url,
+                headers,
+                Some(body.as_bytes()),
+                options,
+                remaining,
+            )
+        },
+        |a| {
+            trace(&TraceEvent::Attempt {
+                attempt: a.attempt,
+                status: a.response.map(|r| r.status),
+                elapsed: a.elapsed,
+                bytes: a.response.map_or(0, |r| r.body.len() as u64),
+                request_id: a.response.and_then(|r| r.header("x-request-id")),
+                error: a.error,
+                retry_in: a.retry_in,
+            })
+        },
+    )
+}
+
+/// One finished attempt, as [`with_retries`] reports it.
+pub(super) struct AttemptReport<'a> {
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The response, when one arrived.
+    pub response: Option<&'a Response>,
+    /// Why the attempt failed, when it did (the token scrubbed).
+    pub error: Option<&'a str>,
+    /// How long the attempt took.
+    pub elapsed: Duration,
+    /// The wait before the next attempt, when one follows.
+    pub retry_in: Option<Duration>,
+}
+
+/// Runs `attempt(time left)` until it gives a final answer, retrying as the options allow
+/// (see [`post`]) while the wait still ends before `deadline`, and reports every attempt.
+pub(super) fn with_retries(
+    options: &Options,
+    deadline: Instant,
+    token: &str,
+    mut attempt: impl FnMut(Duration) -> Result<Response, ureq::Error>,
+    mut report: impl FnMut(&AttemptReport),
+) -> Result<Response, Error> {
+    for n in 1.. {
         let began = Instant::now();
         let remaining = deadline.saturating_duration_since(began);
         if remaining.is_zero() {
-            return Err(map_error(
-                ureq::Error::Timeout(ureq::Timeout::Global),
-                options,
-                token,
-            ));
+            let timeout = ureq::Error::Timeout(ureq::Timeout::Global);
+            return Err(map_error(timeout, options, token));
         }
-        let outcome = exchange(&agent, url, headers, body, options, remaining);
+        let outcome =
+            attempt(remaining).map_err(|e| (retryable_error(&e), map_error(e, options, token)));
         let elapsed = began.elapsed();
-        let can_retry = attempt <= options.retries;
-        match outcome {
-            Ok(resp) => {
-                let mut retry_in = None;
-                if can_retry && retryable_status(resp.status, resp.header("x-should-retry")) {
-                    let wait = server_wait(&resp).unwrap_or_else(|| backoff(attempt - 1));
-                    if Instant::now() + wait < deadline {
-                        retry_in = Some(wait);
-                    }
-                }
-                trace(&TraceEvent::Attempt {
-                    attempt,
-                    status: Some(resp.status),
-                    elapsed,
-                    bytes: resp.body.len() as u64,
-                    request_id: resp.header("x-request-id"),
-                    error: None,
-                    retry_in,
-                });
-                match retry_in {
-                    Some(wait) => std::thread::sleep(wait),
-                    None => return Ok(resp),
-                }
+        let wait = match &outcome {
+            Ok(resp) if retryable_status(resp.status, resp.header("x-should-retry")) => {
+                Some(server_wait(resp).unwrap_or_else(|| backoff(n - 1)))
             }
-            Err(err) => {
-                let mut retry_in = None;
-                if can_retry && retryable_error(&err) {
-                    let wait = backoff(attempt - 1);
-                    if Instant::now() + wait < deadline {
-                        retry_in = Some(wait);
-                    }
-                }
-                let mapped = map_error(err, options, token);
-                trace(&TraceEvent::Attempt {
-                    attempt,
-                    status: None,
-                    elapsed,
-                    bytes: 0,
-                    request_id: None,
-                    error: Some(&mapped.to_string()),
-                    retry_in,
-                });
-                match retry_in {
-                    Some(wait) => std::thread::sleep(wait),
-                    None => return Err(mapped),
-                }
-            }
+            Err((true, _)) => Some(backoff(n - 1)),
+            _ => None,
+        };
+        let retry_in = wait.filter(|w| n <= options.retries && Instant::now() + *w < deadline);
+        let message = outcome.as_ref().err().map(|(_, e)| e.to_string());
+        report(&AttemptReport {
+            attempt: n,
+            response: outcome.as_ref().ok(),
+            error: message.as_deref(),
+            elapsed,
+            retry_in,
+        });
+        match retry_in {
+            Some(wait) => std::thread::sleep(wait),
+            None => return outcome.map_err(|(_, e)| e),
         }
     }
+    unreachable!("attempts are counted in u32")
 }
 
-/// One attempt: the POST and the redirects it leads to. 307 and 308 repeat the POST with its
-/// body; 301, 302 and 303 continue with a GET (as browsers, curl and the SDKs do).
-/// `Authorization` is only sent to the origin it was given for.
-fn exchange(
+/// One attempt: a POST of `body` (a GET when `None`) and the redirects it leads to. 307 and
+/// 308 repeat the request with its body; 301, 302 and 303 continue with a GET (as browsers,
+/// curl and the SDKs do). `Authorization` is only sent to the origin it was given for.
+pub(super) fn exchange(
     agent: &ureq::Agent,
     url: &str,
     headers: &Headers,
-    body: &str,
+    mut body: Option<&[u8]>,
     options: &Options,
     remaining: Duration,
 ) -> Result<Response, ureq::Error> {
     let started = Instant::now();
     let mut current = url.to_string();
-    let mut body = Some(body.as_bytes());
     let mut same_origin = true;
     for hop in 0..=MAX_REDIRECTS {
         let left = remaining.saturating_sub(started.elapsed());
