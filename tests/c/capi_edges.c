@@ -2,6 +2,7 @@
  * bad JSON, hostile headers, free(NULL), the version string, many calls from threads.
  * Usage: capi_edges URL. Prints one line per check; exits non-zero on the first failure. */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,13 +22,13 @@ static void expect(const char *name, char *result, const char *needle1, const ch
 static const char *URL;
 
 static void *worker(void *arg) {
-    long id = (long)arg;
+    intptr_t id = (intptr_t)arg; /* long is 32-bit on Windows */
     for (int i = 0; i < 10; i++) {
         char descr[128];
-        snprintf(descr, sizeof descr, "{\"prompt\":\"thread %ld call %d\"}", id, i);
+        snprintf(descr, sizeof descr, "{\"prompt\":\"thread %d call %d\"}", (int)id, i);
         char *r = opi_openai_get_images(URL, "sk-c-test", "m", descr, NULL);
         if (strstr(r, "\"created\"") == NULL) {
-            printf("FAIL thread %ld: %s\n", id, r);
+            printf("FAIL thread %d: %s\n", (int)id, r);
             __atomic_add_fetch(&failures, 1, __ATOMIC_SEQ_CST);
         }
         opi_free_string(r);
@@ -64,7 +65,7 @@ int main(int argc, char **argv) {
     if (v == NULL || strlen(v) == 0) { printf("FAIL version\n"); failures++; } else printf("ok   version %s\n", v);
 
     pthread_t threads[8];
-    for (long t = 0; t < 8; t++) pthread_create(&threads[t], NULL, worker, (void *)t);
+    for (intptr_t t = 0; t < 8; t++) pthread_create(&threads[t], NULL, worker, (void *)t);
     for (int t = 0; t < 8; t++) pthread_join(threads[t], NULL);
     printf("%s threads\n", failures ? "FAIL" : "ok  ");
     return failures ? 1 : 0;
