@@ -32,12 +32,7 @@ fn header_declares_only_the_c_api() {
     let mut functions: Vec<&str> = header
         .lines()
         .filter(|l| !l.starts_with("//") && !l.starts_with(' ') && l.contains('('))
-        .filter_map(|l| {
-            l.split('(')
-                .next()?
-                .split([' ', '*'])
-                .next_back()
-        })
+        .filter_map(|l| l.split('(').next()?.split([' ', '*']).next_back())
         .collect();
     functions.sort();
     assert_eq!(
@@ -51,7 +46,9 @@ fn header_declares_only_the_c_api() {
         ]
     );
     assert!(
-        !header.replace("#define OPI_OPENAI_H", "").contains("#define"),
+        !header
+            .replace("#define OPI_OPENAI_H", "")
+            .contains("#define"),
         "no macros leak into the header (the add-in's variant codes once did)"
     );
 }

@@ -682,3 +682,50 @@ fn log_file_records_failed_attempts_with_their_error() {
         "{text}"
     );
 }
+
+// --- SOCKS5 ---------------------------------------------------------------------------------
+
+#[test]
+fn socks5_proxy_carries_the_call() {
+    let server = TestServer::start(images_handler());
+    let proxy = support::socks::Socks5Proxy::start(None);
+    let result = call(&server.url(), json!({"proxy": proxy.url("socks5")}));
+    assert_images(&result);
+    let connects = proxy.requests();
+    assert_eq!(connects.len(), 1);
+    assert_eq!(connects[0].target, server.addr.to_string());
+    assert!(proxy.bytes() > 1000, "the image went through the proxy");
+}
+
+#[test]
+fn socks5h_leaves_name_resolution_to_the_proxy() {
+    let server = TestServer::start(images_handler());
+    let proxy = support::socks::Socks5Proxy::start(None);
+    let url = format!("http://localhost:{}/", server.addr.port());
+    let result = call(&url, json!({"proxy": proxy.url("socks5h")}));
+    assert_images(&result);
+    assert_eq!(
+        proxy.requests()[0].target,
+        format!("localhost:{}", server.addr.port())
+    );
+}
+
+#[test]
+fn socks5_credentials_are_sent_and_required() {
+    let server = TestServer::start(images_handler());
+    let proxy = support::socks::Socks5Proxy::start(Some(("bob", "s3cret")));
+    let refused = call(
+        &server.url(),
+        json!({"proxy": proxy.url("socks5"), "retries": 0}),
+    );
+    assert!(refused["error"].is_object(), "{refused}");
+    assert!(!refused.to_string().contains("s3cret"));
+    let addr = proxy.addr;
+    let result = call(
+        &server.url(),
+        json!({"proxy": format!("socks5://bob:s3cret@{addr}")}),
+    );
+    assert_images(&result);
+    let last = proxy.requests().pop().unwrap();
+    assert_eq!(last.user.as_deref(), Some("bob"));
+}

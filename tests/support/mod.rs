@@ -3,6 +3,7 @@
 
 pub mod proxy;
 pub mod server;
+pub mod socks;
 pub mod tls;
 
 #[allow(unused_imports)]

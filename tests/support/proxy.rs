@@ -205,7 +205,7 @@ fn handle(
     let _ = down.join();
 }
 
-fn copy_counting(
+pub fn copy_counting(
     from: &mut TcpStream,
     to: &mut TcpStream,
     bytes: &AtomicU64,
