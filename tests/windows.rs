@@ -1,5 +1,6 @@
 //! The Windows build: the library cross-compiled for x86_64-pc-windows-gnu, C programs
-//! compiled against the header with mingw-w64, run under wine against the local test server.
+//! compiled against the header with mingw-w64, run under wine against the local test server;
+//! and the 1C add-in driven by a C host that lays the interfaces out as MSVC does.
 //! Needs `rustup target add x86_64-pc-windows-gnu` and Debian's gcc-mingw-w64-x86-64 and
 //! wine64 (`.ci/run` installs them).
 
@@ -86,6 +87,12 @@ fn windows_dir() -> &'static Path {
                 &link,
             );
         }
+        mingw(
+            &["-std=c11", "-Wall", "-Wextra", "-Werror"],
+            "tests/c/addin_win_host.c",
+            &dir.join("addin_win_host.exe"),
+            &["-static"],
+        );
         dir
     })
 }
@@ -179,4 +186,15 @@ fn c_abi_edge_cases_work_on_windows() {
     assert!(out.status.success(), "exit {:?}: {stdout}", out.status);
     assert!(!stdout.contains("FAIL"), "{stdout}");
     assert!(stdout.contains("ok   threads"), "{stdout}");
+}
+
+#[test]
+fn add_in_works_in_a_windows_host_with_msvc_vtables() {
+    let server = TestServer::start(support::server::images_handler());
+    let out = wine("addin_win_host.exe", &["opi_openai.dll", &server.url()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exit {:?}: {stdout}", out.status);
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert!(stdout.contains("0 failures"), "{stdout}");
+    assert_eq!(server.requests().len(), 2, "one GetImages per host order");
 }
