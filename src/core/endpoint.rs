@@ -3,6 +3,9 @@
 use super::error::Error;
 
 const PATH: &str = "images/generations";
+/// Longest base URL accepted: far beyond any real one, and well inside the request-header
+/// limit (and `http::Uri`'s), so that an oversized URL is named as the argument at fault.
+const MAX_URL: usize = 32 * 1024;
 
 /// The URL a call is sent to, derived from the base URL the caller gave.
 ///
@@ -30,6 +33,15 @@ impl Endpoint {
             return Err(Error::invalid(
                 "url",
                 "url is empty: the server's base URL is required",
+            ));
+        }
+        if base.len() > MAX_URL {
+            return Err(Error::invalid(
+                "url",
+                format!(
+                    "url is {} bytes long, more than the limit of {MAX_URL}",
+                    base.len()
+                ),
             ));
         }
         let lower = base.to_ascii_lowercase();
@@ -78,6 +90,16 @@ impl Endpoint {
                 url.push('?');
                 url.push_str(q);
             }
+        }
+        // The sender parses the URL as an `http::Uri`: refuse here what it would refuse
+        // there, so that the error names `url` and nothing is sent.
+        if let Err(e) = url.parse::<ureq::http::Uri>() {
+            return Err(Error::invalid(
+                "url",
+                format!(
+                    "url is not a valid URL ({e}): percent-encode characters such as <, > and `"
+                ),
+            ));
         }
         Ok(Endpoint(url))
     }

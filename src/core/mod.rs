@@ -157,7 +157,7 @@ fn call(
     )?;
     let status = resp.status;
     let full_headers = (options.response == ResponseShape::Full).then(|| resp.headers.clone());
-    let mut json = result::classify(resp);
+    let mut json = result::classify(resp, req.token);
     if let Some(dir) = &options.save_dir {
         json = save::save_images(
             json,

@@ -10,6 +10,10 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The `User-Agent` sent unless the caller overrides it.
 pub const USER_AGENT: &str = concat!("opi_openai/", env!("CARGO_PKG_VERSION"));
 
+/// Longest token accepted: far beyond any real key (JWTs included), and well inside the
+/// request-header limit, so that an oversized token is named as the argument at fault.
+const MAX_TOKEN: usize = 64 * 1024;
+
 /// The headers OPI sends by default (before the caller's and before Authorization).
 const DEFAULT_HEADERS: [(&str, &str); 6] = [
     ("Accept", "*/*"),
@@ -121,8 +125,25 @@ pub fn build_headers(token: &str, headers: &str) -> Result<Headers, Error> {
         }
     }
     if !token.is_empty() {
+        if token.len() > MAX_TOKEN {
+            return Err(Error::invalid(
+                "token",
+                format!(
+                    "token is {} bytes long, more than the limit of {MAX_TOKEN}",
+                    token.len()
+                ),
+            ));
+        }
         if token.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
             return Err(Error::invalid("token", "token contains CR, LF or NUL"));
+        }
+        // The sender refuses an Authorization value that is not visible ASCII (and would
+        // blame the server): say here that the token is at fault.
+        if !token.bytes().all(visible_ascii) {
+            return Err(Error::invalid(
+                "token",
+                "token must be printable ASCII: it contains a control character or a non-ASCII letter",
+            ));
         }
         out.set("Authorization", &format!("Bearer {token}"));
     }
@@ -151,7 +172,19 @@ fn check_header(name: &str, value: &str) -> Result<(), Error> {
             format!("headers: the value of {name} contains CR, LF or NUL"),
         ));
     }
+    if name.eq_ignore_ascii_case("authorization") && !value.bytes().all(visible_ascii) {
+        return Err(Error::invalid(
+            "headers",
+            "headers: the value of Authorization must be printable ASCII",
+        ));
+    }
     Ok(())
+}
+
+/// What an `Authorization` value may hold (`http::HeaderValue::to_str`): printable ASCII,
+/// space and tab.
+fn visible_ascii(b: u8) -> bool {
+    b == b'\t' || (0x20..0x7f).contains(&b)
 }
 
 /// OPI's GetImageDescriptionStructure: `prompt`, `n`, `background`, `size`, each left out when

@@ -1,5 +1,6 @@
 //! Turning a response into the result JSON (contract points a-c; d is [`super::Error`]).
 
+use super::error::redact;
 use super::transport::Response;
 use serde::de::IgnoredAny;
 use serde_json::json;
@@ -8,8 +9,10 @@ use serde_json::json;
 const BODY_EXCERPT: usize = 2048;
 
 /// The result JSON for a response: a JSON body as is (byte for byte), `{}` for an empty body,
-/// else an `opi_invalid_response` error object quoting the start of the body.
-pub fn classify(resp: Response) -> String {
+/// else an `opi_invalid_response` error object quoting the start of the body. That object is
+/// ours, so `token` is scrubbed from its excerpt and content type (a proxy's error page may
+/// echo the request's headers).
+pub fn classify(resp: Response, token: &str) -> String {
     let Response {
         status,
         headers,
@@ -27,9 +30,9 @@ pub fn classify(resp: Response) -> String {
     let content_type = headers
         .iter()
         .find(|(n, _)| n == "content-type")
-        .map(|(_, v)| v.clone());
+        .map(|(_, v)| redact(v, token));
     let utf8 = std::str::from_utf8(&body).is_ok();
-    let excerpt = String::from_utf8_lossy(&body[..body.len().min(BODY_EXCERPT)]).into_owned();
+    let excerpt = excerpt(&body, token);
     json!({"error": {
         "type": "opi_invalid_response",
         "code": "not_json",
@@ -43,6 +46,23 @@ pub fn classify(resp: Response) -> String {
         "body": excerpt,
     }})
     .to_string()
+}
+
+/// The first [`BODY_EXCERPT`] bytes of `body` as lossy UTF-8, with `token` replaced by `***`.
+/// The cut never splits an occurrence of the token, which would quote its start.
+fn excerpt(body: &[u8], token: &str) -> String {
+    let mut cut = body.len().min(BODY_EXCERPT);
+    let secret = token.as_bytes();
+    // As `redact`: shorter secrets are not scrubbed. An occurrence starting in the last
+    // len-1 bytes before the cut crosses it.
+    if secret.len() >= 4 {
+        if let Some(start) =
+            (cut.saturating_sub(secret.len() - 1)..cut).find(|&i| body[i..].starts_with(secret))
+        {
+            cut = start;
+        }
+    }
+    redact(&String::from_utf8_lossy(&body[..cut]), token)
 }
 
 /// OPI's `adv_response` shape for `response: "full"`: `{"status": N, "headers": {name:

@@ -113,6 +113,9 @@ pub enum Action {
     Hang(Duration),
     /// Write these bytes as they are, then close.
     Raw(Vec<u8>),
+    /// Write each piece after waiting its delay (a slow, trickling or stalling answer), then
+    /// close. Stops early when the client has gone.
+    Pieces(Vec<(Duration, Vec<u8>)>),
 }
 
 type Handler = dyn Fn(&Recorded, usize) -> Action + Send + Sync;
@@ -243,6 +246,20 @@ fn serve(
             }
             Action::Raw(bytes) => {
                 let _ = writer.write_all(&bytes);
+                let _ = writer.shutdown(Shutdown::Both);
+                return;
+            }
+            Action::Pieces(pieces) => {
+                for (delay, bytes) in pieces {
+                    thread::sleep(delay);
+                    if writer
+                        .write_all(&bytes)
+                        .and_then(|_| writer.flush())
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
                 let _ = writer.shutdown(Shutdown::Both);
                 return;
             }
