@@ -171,5 +171,21 @@ fn call(
     if let Some(headers) = full_headers {
         json = result::full(status, &headers, &json);
     }
-    Ok(json)
+    Ok(scrub_echoed_token(json, req.token))
+}
+
+/// A server (or a proxy's error page) that echoes the request's headers would hand the token
+/// back to the host, which logs results: it is replaced by `***`. Only tokens made of
+/// characters that JSON never escapes and that cannot span JSON syntax are replaced, so the
+/// result stays valid JSON; real API keys are such tokens. One substring search otherwise.
+fn scrub_echoed_token(json: String, token: &str) -> String {
+    let replaceable = token.len() >= 8
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~+/=:".contains(&b));
+    if replaceable && json.contains(token) {
+        json.replace(token, "***")
+    } else {
+        json
+    }
 }
