@@ -5,18 +5,24 @@
 # components found) and each binary under the name the manifest gives it.
 #
 # Usage: examples/1c/package.sh [--no-build] [--out FILE]
-#   --no-build  do not run `cargo build --release`; package what is already built
+#   --no-build  do not build; package what is already built
 #   --out FILE  where to write the zip (default: $CARGO_TARGET_DIR/OPI_OpenAI.zip,
 #               or target/OPI_OpenAI.zip)
 #
 # Binaries, each taken when present (an environment variable names a file explicitly):
-#   AddIn_x64_linux.so     $OPI_ADDIN_X64_LINUX    or <target>/release/libopi_openai.so (on x86_64)
-#                                                  or <target>/x86_64-unknown-linux-gnu/release/...
+#   AddIn_x64_linux.so     $OPI_ADDIN_X64_LINUX    or <target>/x86_64-unknown-linux-gnu/release/...
+#                                                  (zigbuild) or <target>/release/libopi_openai.so
+#                                                  (native build, x86_64 hosts)
 #   AddIn_x86_linux.so     $OPI_ADDIN_X86_LINUX    or <target>/i686-unknown-linux-gnu/release/...
 #   AddIn_x64_windows.dll  $OPI_ADDIN_X64_WINDOWS  or <target>/x86_64-pc-windows-{msvc,gnu}/release/opi_openai.dll
 #   AddIn_x86_windows.dll  $OPI_ADDIN_X86_WINDOWS  or <target>/i686-pc-windows-{msvc,gnu}/release/opi_openai.dll
-# A native build needs the build machine's glibc; for older 1C servers build with
-# `cargo zigbuild --release --target x86_64-unknown-linux-gnu.2.17` and run with --no-build.
+# The build: with cargo-zigbuild and zig present (and the x86_64-unknown-linux-gnu Rust
+# target), the Linux library is built for glibc 2.17, so it loads on old 1C servers (CentOS 7
+# and newer):
+#   cargo zigbuild --release --lib --no-default-features --target x86_64-unknown-linux-gnu.2.17
+# Install them with `pip install ziglang` and `cargo install cargo-zigbuild --locked`.
+# Without them, a native `cargo build --release --lib`, whose library needs this machine's
+# glibc: the script says which version when it packages a library that needs more than 2.17.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -29,15 +35,44 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --no-build) build=0 ;;
         --out) out="${2:?--out needs a file name}"; shift ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/{/^#/p}' "$0"; exit 0 ;;
         *) echo "package.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
 out="${out:-$target/OPI_OpenAI.zip}"
 
+zig_triple=x86_64-unknown-linux-gnu
+zig_lib="$target/$zig_triple/release/libopi_openai.so"
+
+# zig_ready: cargo-zigbuild, a zig it can find (as it looks: `python3 -m ziglang`, then
+# `zig`) and the Rust target are all present. Prints what is missing otherwise.
+zig_ready() {
+    if ! cargo-zigbuild --version > /dev/null 2>&1; then
+        echo "cargo-zigbuild is not installed"
+        return 1
+    fi
+    if ! "${CARGO_ZIGBUILD_PYTHON_PATH:-python3}" -m ziglang version > /dev/null 2>&1 &&
+        ! "${CARGO_ZIGBUILD_ZIG_PATH:-zig}" version > /dev/null 2>&1; then
+        echo "zig is not installed (neither 'python3 -m ziglang' nor 'zig')"
+        return 1
+    fi
+    if [ ! -d "$(rustc --print sysroot)/lib/rustlib/$zig_triple" ]; then
+        echo "the Rust target $zig_triple is not installed"
+        return 1
+    fi
+}
+
+zigbuilt=0
 if [ "$build" = 1 ]; then
-    (cd "$root" && cargo build --release --lib)
+    if why="$(zig_ready)"; then
+        (cd "$root" && cargo zigbuild --release --lib --no-default-features --target "$zig_triple.2.17")
+        zigbuilt=1
+    else
+        echo "package.sh: warning: $why; building natively instead, for this machine's glibc" >&2
+        echo "package.sh: for glibc 2.17: pip install ziglang && cargo install cargo-zigbuild --locked" >&2
+        (cd "$root" && cargo build --release --lib)
+    fi
 fi
 
 # A file named by an environment variable must exist: a typo should not silently drop a
@@ -80,15 +115,35 @@ add AddIn_x64_windows.dll "$(first_existing "${OPI_ADDIN_X64_WINDOWS:-}" \
     "$target/x86_64-pc-windows-msvc/release/opi_openai.dll" "$target/x86_64-pc-windows-gnu/release/opi_openai.dll")"
 add AddIn_x86_windows.dll "$(first_existing "${OPI_ADDIN_X86_WINDOWS:-}" \
     "$target/i686-pc-windows-msvc/release/opi_openai.dll" "$target/i686-pc-windows-gnu/release/opi_openai.dll")"
-# Without a build, an explicit-target (zigbuild, glibc 2.17) library wins over a native one.
-if [ "$build" = 1 ]; then
-    x64_linux=("$native_x64" "$target/x86_64-unknown-linux-gnu/release/libopi_openai.so")
+# The library just built wins; without a build, an explicit-target (zigbuild, glibc 2.17)
+# library wins over a native one.
+if [ "$build" = 1 ] && [ "$zigbuilt" = 0 ]; then
+    x64_linux=("$native_x64" "$zig_lib")
 else
-    x64_linux=("$target/x86_64-unknown-linux-gnu/release/libopi_openai.so" "$native_x64")
+    x64_linux=("$zig_lib" "$native_x64")
 fi
-add AddIn_x64_linux.so "$(first_existing "${OPI_ADDIN_X64_LINUX:-}" "${x64_linux[@]}")"
+x64_linux_so="$(first_existing "${OPI_ADDIN_X64_LINUX:-}" "${x64_linux[@]}")"
+add AddIn_x64_linux.so "$x64_linux_so"
 add AddIn_x86_linux.so "$(first_existing "${OPI_ADDIN_X86_LINUX:-}" \
     "$target/i686-unknown-linux-gnu/release/libopi_openai.so")"
+
+# The oldest glibc the Linux library loads on: the highest GLIBC_ version it requires.
+if [ -n "$x64_linux_so" ]; then
+    if command -v objdump > /dev/null; then
+        glibc="$(objdump -p "$x64_linux_so" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' |
+            sort -uV | tail -n 1)"
+        glibc="${glibc:-unknown}"
+    else
+        glibc="unknown (no objdump)"
+    fi
+    case "$glibc" in
+        2.1[0-7] | 2.1[0-7].* | 2.[0-9] | 2.[0-9].*)
+            echo "package.sh: AddIn_x64_linux.so needs glibc $glibc or newer" ;;
+        *)
+            echo "package.sh: warning: AddIn_x64_linux.so needs glibc $glibc or newer, not 2.17" \
+                "(old 1C servers such as CentOS 7 cannot load it); build with cargo-zigbuild" >&2 ;;
+    esac
+fi
 
 if [ "${#found[@]}" = 0 ]; then
     echo "package.sh: no add-in binary found; build with 'cargo build --release' or drop --no-build" >&2
