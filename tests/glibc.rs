@@ -75,53 +75,13 @@ fn require_zigbuild() {
     );
 }
 
-/// Clears the variables cargo sets for a test process (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`,
-/// ...). Build scripts such as ring's rerun when these change, so a nested build that saw them
-/// would be redone by the next `cargo zigbuild` or `package.sh` run from a shell, and back.
-fn as_from_a_shell(command: &mut Command) -> &mut Command {
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let set_by_cargo_test = [
-            "CARGO_PKG_",
-            "CARGO_MANIFEST_",
-            "CARGO_CRATE_",
-            "CARGO_BIN_",
-        ]
-        .iter()
-        .any(|prefix| name.starts_with(prefix))
-            || ["CARGO_TARGET_TMPDIR", "CARGO_PRIMARY_PACKAGE", "OUT_DIR"].contains(&&*name);
-        if set_by_cargo_test {
-            command.env_remove(&*name);
-        }
-    }
-    command
-}
-
 /// Runs `cargo zigbuild` with `args` for `--target ZIG_TARGET` in `dir`; returns the path of
 /// the cdylib named `crate_name` that cargo reports.
 fn zigbuild(dir: &Path, crate_name: &str, args: &[&str]) -> PathBuf {
     require_zigbuild();
-    let out = as_from_a_shell(&mut Command::new(env!("CARGO")))
-        .args(["zigbuild", "--release", "--target", ZIG_TARGET])
-        .args(args)
-        .arg("--message-format=json-render-diagnostics")
-        .current_dir(dir)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("run cargo zigbuild");
-    assert!(
-        out.status.success(),
-        "cargo zigbuild --target {ZIG_TARGET} failed in {}",
-        dir.display()
-    );
-    text(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == crate_name)
-        .flat_map(|m| m["filenames"].as_array().cloned().unwrap_or_default())
-        .filter_map(|f| f.as_str().map(PathBuf::from))
-        .find(|p| p.extension().is_some_and(|e| e == "so"))
-        .unwrap_or_else(|| panic!("cargo zigbuild reported no cdylib for {crate_name}"))
+    let mut all = vec!["zigbuild", "--release", "--target", ZIG_TARGET];
+    all.extend_from_slice(args);
+    support::cargo_cdylib(dir, crate_name, &all)
 }
 
 /// The library as `package.sh` builds it: release, the library alone, glibc 2.17. Built once.
@@ -245,18 +205,7 @@ fn zigbuild_library_needs_only_libraries_every_glibc_system_has() {
         .output()
         .expect("run objdump -T");
     let symbols = text(&out.stdout);
-    for name in [
-        "opi_openai_get_images",
-        "opi_openai_get_images_ex",
-        "opi_openai_get_image_description_structure",
-        "opi_free_string",
-        "opi_version",
-        "GetClassNames",
-        "GetClassObject",
-        "DestroyObject",
-        "SetPlatformCapabilities",
-        "GetAttachType",
-    ] {
+    for name in support::EXPORTS {
         assert!(
             symbols
                 .lines()
@@ -527,7 +476,7 @@ fn package(name: &str, args: &[&str], env: &[(&str, &str)]) -> (String, String, 
     support::require_tool("unzip");
     let zip = scratch(name).join("OPI_OpenAI.zip");
     let mut command = Command::new("bash");
-    as_from_a_shell(&mut command)
+    support::as_from_a_shell(&mut command)
         .arg(root().join("examples/1c/package.sh"))
         .args(args)
         .arg("--out")

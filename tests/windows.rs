@@ -37,29 +37,18 @@ fn windows_dir() -> &'static Path {
             installed,
             "the Rust target is required: rustup target add {TARGET}"
         );
-        let out = Command::new(env!("CARGO"))
-            .args([
+        let dll = support::cargo_cdylib(
+            root(),
+            "opi_openai",
+            &[
                 "build",
                 "--lib",
                 "--release",
                 "--no-default-features",
                 "--target",
                 TARGET,
-            ])
-            .args(["--message-format=json-render-diagnostics"])
-            .current_dir(root())
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .expect("run cargo build for Windows");
-        assert!(out.status.success(), "the Windows build failed");
-        let dll = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "opi_openai")
-            .flat_map(|m| m["filenames"].as_array().cloned().unwrap_or_default())
-            .filter_map(|f| f.as_str().map(PathBuf::from))
-            .find(|p| p.extension().is_some_and(|e| e == "dll"))
-            .expect("cargo reported no opi_openai.dll");
+            ],
+        );
         let dir = std::env::temp_dir().join(format!("opi-windows-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::copy(&dll, dir.join("opi_openai.dll")).unwrap();
@@ -136,18 +125,7 @@ fn windows_dll_exports_the_c_api_and_the_add_in() {
         .output()
         .expect("run objdump");
     let text = String::from_utf8_lossy(&out.stdout);
-    for name in [
-        "opi_openai_get_images",
-        "opi_openai_get_images_ex",
-        "opi_openai_get_image_description_structure",
-        "opi_free_string",
-        "opi_version",
-        "GetClassNames",
-        "GetClassObject",
-        "DestroyObject",
-        "SetPlatformCapabilities",
-        "GetAttachType",
-    ] {
+    for name in support::EXPORTS {
         assert!(
             text.contains(&format!("] {name}\n")),
             "{name} is not exported"

@@ -10,6 +10,8 @@ pub mod tls;
 pub use server::{Action, Recorded, Reply, TestServer};
 
 use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 /// Parses a result, failing the test with the text when it is not JSON.
 pub fn parse(result: &str) -> Value {
@@ -43,33 +45,88 @@ pub fn cdylib() -> std::path::PathBuf {
         {
             return found;
         }
-        let mut cmd = std::process::Command::new(env!("CARGO"));
-        cmd.args(["build", "--lib", "--message-format=json-render-diagnostics"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        let mut args = vec!["build", "--lib"];
         if !cfg!(debug_assertions) {
-            cmd.arg("--release");
+            args.push("--release");
         }
-        let out = cmd
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .expect("run cargo build --lib");
-        assert!(out.status.success(), "cargo build --lib failed");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        stdout
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "opi_openai")
-            .flat_map(|m| m["filenames"].as_array().cloned().unwrap_or_default())
-            .filter_map(|f| f.as_str().map(std::path::PathBuf::from))
-            .find(|p| {
-                matches!(
-                    p.extension().and_then(|e| e.to_str()),
-                    Some("so" | "dylib" | "dll")
-                )
-            })
-            .expect("cargo reported no cdylib for opi_openai")
+        cargo_cdylib(Path::new(env!("CARGO_MANIFEST_DIR")), "opi_openai", &args)
     })
     .clone()
+}
+
+/// Every entry point each build of the library exports: the C API, then the 1C add-in's.
+pub const EXPORTS: [&str; 10] = [
+    "opi_openai_get_images",
+    "opi_openai_get_images_ex",
+    "opi_openai_get_image_description_structure",
+    "opi_free_string",
+    "opi_version",
+    "GetClassNames",
+    "GetClassObject",
+    "DestroyObject",
+    "SetPlatformCapabilities",
+    "GetAttachType",
+];
+
+/// Clears from `command` the variables `cargo test` sets (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`,
+/// ...): build scripts such as ring's rerun when they change, so a nested build that saw them
+/// would be redone by the next build from a shell, and back.
+pub fn as_from_a_shell(command: &mut Command) -> &mut Command {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo_test = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+            || ["CARGO_TARGET_TMPDIR", "CARGO_PRIMARY_PACKAGE", "OUT_DIR"].contains(&&*name);
+        if set_by_cargo_test {
+            command.env_remove(&*name);
+        }
+    }
+    command
+}
+
+/// Runs a nested `cargo ARGS` in `dir` (see [`as_from_a_shell`]) and returns the shared
+/// library (.so, .dylib or .dll) that cargo reports for the crate `crate_name`; fails the test
+/// when the build fails.
+pub fn cargo_cdylib(dir: &Path, crate_name: &str, args: &[&str]) -> PathBuf {
+    let mut command = Command::new(env!("CARGO"));
+    as_from_a_shell(&mut command);
+    let out = command
+        .args(args)
+        .arg("--message-format=json-render-diagnostics")
+        .current_dir(dir)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "cargo {} failed in {}",
+        args.join(" "),
+        dir.display()
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == crate_name)
+        .flat_map(|m| m["filenames"].as_array().cloned().unwrap_or_default())
+        .filter_map(|f| f.as_str().map(PathBuf::from))
+        .find(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("so" | "dylib" | "dll")
+            )
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "cargo {} reported no cdylib for {crate_name}",
+                args.join(" ")
+            )
+        })
 }
 
 /// Fails the test with a clear message when an external tool is missing.
