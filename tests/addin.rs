@@ -10,8 +10,8 @@ mod support;
 use base64::Engine;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
-use support::{server::images_handler, Action, Recorded, Reply, TestServer};
+use support::addin::{host_server as server, run_tool};
+use support::TestServer;
 
 /// The token the host passes (see host.cpp); it must reach the server and nothing else.
 const TOKEN: &str = "sk-addin-secret-7f3a9";
@@ -28,25 +28,6 @@ const SCENARIOS: [&str; 8] = [
     "onescript-delete-via-userlanguage",
 ];
 
-/// The library as cargo built it for this test run: `libopi_openai.so` beside this test's
-/// executable, in `target/<profile>/deps`. (`cargo test` rebuilds the cdylib there but does not
-/// copy it up to `target/<profile>/`, where a stale one from an earlier `cargo build` may sit.)
-fn library() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let name = format!(
-        "{}opi_openai{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    );
-    let lib = exe.parent().expect("target/<profile>/deps").join(name);
-    assert!(
-        lib.is_file(),
-        "{} was not built: the crate's cdylib is missing",
-        lib.display()
-    );
-    lib
-}
-
 fn scratch(name: &str) -> PathBuf {
     let dir =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("addin-{}-{name}", std::process::id()));
@@ -55,101 +36,16 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn run_tool(command: &mut Command, tool: &str, install: &str) -> Output {
-    match command.output() {
-        Ok(output) => output,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            panic!("{tool} is required by the add-in tests and is not installed: {install}")
-        }
-        Err(e) => panic!("could not run {tool}: {e}"),
-    }
-}
-
-/// The host, compiled once per test run with warnings as errors.
-fn host() -> &'static Path {
-    static HOST: OnceLock<PathBuf> = OnceLock::new();
-    HOST.get_or_init(|| {
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/addin_host/host.cpp");
-        let exe = scratch("host").join("addin_host");
-        let output = run_tool(
-            Command::new("g++")
-                .args([
-                    "-std=c++17",
-                    "-Wall",
-                    "-Wextra",
-                    "-Werror",
-                    "-g",
-                    "-O1",
-                    "-o",
-                ])
-                .arg(&exe)
-                .arg(&source)
-                .arg("-ldl"),
-            "g++",
-            "apt-get install g++",
-        );
-        assert!(
-            output.status.success(),
-            "g++ failed on {}:\n{}",
-            source.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        exe
-    })
-}
-
-/// The test server: an image API, plus `/big/`, which answers a JSON body over 1 MiB (to show
-/// the Options limits and LastResult carrying a large result).
-fn server() -> TestServer {
-    let images = images_handler();
-    TestServer::start(move |req: &Recorded, index| {
-        if req.path.starts_with("/big/") {
-            let body = format!(
-                r#"{{"created":1750098846,"data":[{{"b64_json":"{}"}}]}}"#,
-                "A".repeat(3 << 19)
-            );
-            return Action::Reply(Reply::json(200, body));
-        }
-        images(req, index)
-    })
-}
-
-/// Runs the host (optionally under a wrapper such as valgrind) and returns its output and the
-/// directory it wrote each scenario's results to.
+/// Runs the host on the library of this test run (optionally under a wrapper such as
+/// valgrind); returns its output and the directory it wrote each scenario's results to.
 fn run_host(server: &TestServer, wrapper: &[&str], name: &str) -> (Output, PathBuf) {
-    // Under valgrind the library stays loaded: its process-wide caches live in statics, which
-    // valgrind counts as lost once the library is unmapped (see host.cpp).
     let out_dir = scratch(name);
-    let (program, mut args): (&str, Vec<String>) = match wrapper.split_first() {
-        Some((first, rest)) => (
-            first,
-            rest.iter()
-                .map(|s| s.to_string())
-                .chain([host().display().to_string()])
-                .collect(),
-        ),
-        None => (host().to_str().unwrap(), Vec::new()),
-    };
-    args.extend([
-        library().display().to_string(),
-        server.url(),
-        out_dir.display().to_string(),
-        env!("CARGO_PKG_VERSION").to_string(),
-    ]);
-    if !wrapper.is_empty() {
-        args.push("--keep-loaded".to_string());
-    }
-    let tool = if wrapper.is_empty() {
-        "the add-in host"
-    } else {
-        program
-    };
-    let output = run_tool(
-        Command::new(program).args(&args),
-        tool,
-        "apt-get install valgrind",
-    );
+    let output = support::addin::run_host(&library(), server, &out_dir, wrapper);
     (output, out_dir)
+}
+
+fn library() -> PathBuf {
+    support::cdylib()
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use support::tls::TlsServer;
-use support::{server::images_handler, Action, Recorded, Reply, TestServer};
+use support::{server::images_handler, TestServer};
 
 const TRIPLE: &str = "x86_64-unknown-linux-gnu";
 /// cargo-zigbuild's target: the triple with the oldest glibc to link against.
@@ -264,36 +264,10 @@ fn run(exe: &Path, args: &[&str]) -> Output {
 
 #[test]
 fn add_in_host_drives_the_zigbuild_library() {
-    // As tests/addin.rs serves the host: an image API, and under /big/ a body over 1 MiB.
-    let images = images_handler();
-    let server = TestServer::start(move |req: &Recorded, index| {
-        if req.path.starts_with("/big/") {
-            let body = format!(
-                r#"{{"created":1750098846,"data":[{{"b64_json":"{}"}}]}}"#,
-                "A".repeat(3 << 19)
-            );
-            return Action::Reply(Reply::json(200, body));
-        }
-        images(req, index)
-    });
-    let dir = scratch("host");
-    let host = dir.join("addin_host");
-    compile(
-        "g++",
-        &["-std=c++17", "-Wall", "-Wextra", "-Werror", "-O1"],
-        &[&root().join("tests/addin_host/host.cpp")],
-        &host,
-        &["-ldl"],
-    );
-    let results = dir.join("results");
+    let server = support::addin::host_server();
+    let results = scratch("host").join("results");
     std::fs::create_dir_all(&results).unwrap();
-    let out = Command::new(&host)
-        .arg(zig_library())
-        .arg(server.url())
-        .arg(&results)
-        .arg(env!("CARGO_PKG_VERSION"))
-        .output()
-        .expect("run the add-in host");
+    let out = support::addin::run_host(zig_library(), &server, &results, &[]);
     let stdout = text(&out.stdout);
     assert!(
         out.status.success(),

@@ -1,6 +1,7 @@
 //! Shared test support: the local test server and helpers.
 #![allow(dead_code)]
 
+pub mod addin;
 pub mod proxy;
 pub mod server;
 pub mod socks;

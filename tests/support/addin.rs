@@ -1,0 +1,108 @@
+//! The C++ add-in host (`tests/addin_host/host.cpp`) as the tests drive it: compiled once per
+//! test process, run against a library and a server.
+#![allow(dead_code)]
+
+use super::server::{images_handler, Recorded};
+use super::{Action, Reply, TestServer};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The server the host expects: an image API, plus `/big/`, which answers a JSON body over
+/// 1 MiB (to show the Options limits and LastResult carrying a large result).
+pub fn host_server() -> TestServer {
+    let images = images_handler();
+    TestServer::start(move |req: &Recorded, index| {
+        if req.path.starts_with("/big/") {
+            let body = format!(
+                r#"{{"created":1750098846,"data":[{{"b64_json":"{}"}}]}}"#,
+                "A".repeat(3 << 19)
+            );
+            return Action::Reply(Reply::json(200, body));
+        }
+        images(req, index)
+    })
+}
+
+/// Runs `command`, failing the test with how to install `tool` when it is missing.
+pub fn run_tool(command: &mut Command, tool: &str, install: &str) -> Output {
+    match command.output() {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!("{tool} is required by the add-in tests and is not installed: {install}")
+        }
+        Err(e) => panic!("could not run {tool}: {e}"),
+    }
+}
+
+/// The host, compiled once per test process by g++ with warnings as errors.
+pub fn host() -> &'static Path {
+    static HOST: OnceLock<PathBuf> = OnceLock::new();
+    HOST.get_or_init(|| {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/addin_host/host.cpp");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("addin-host-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join("addin_host");
+        let output = run_tool(
+            Command::new("g++")
+                .args([
+                    "-std=c++17",
+                    "-Wall",
+                    "-Wextra",
+                    "-Werror",
+                    "-g",
+                    "-O1",
+                    "-o",
+                ])
+                .arg(&exe)
+                .arg(&source)
+                .arg("-ldl"),
+            "g++",
+            "apt-get install g++",
+        );
+        assert!(
+            output.status.success(),
+            "g++ failed on {}:\n{}",
+            source.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        exe
+    })
+}
+
+/// Runs the host on `library` against `server`, writing each scenario's results to
+/// `out_dir`, optionally under a `wrapper` such as valgrind.
+pub fn run_host(library: &Path, server: &TestServer, out_dir: &Path, wrapper: &[&str]) -> Output {
+    let (program, mut args): (&str, Vec<String>) = match wrapper.split_first() {
+        Some((first, rest)) => (
+            first,
+            rest.iter()
+                .map(|s| s.to_string())
+                .chain([host().display().to_string()])
+                .collect(),
+        ),
+        None => (host().to_str().unwrap(), Vec::new()),
+    };
+    args.extend([
+        library.display().to_string(),
+        server.url(),
+        out_dir.display().to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    ]);
+    // Under a wrapper (valgrind) the library stays loaded: its process-wide caches live in
+    // statics, which valgrind counts as lost once the library is unmapped (see host.cpp).
+    if !wrapper.is_empty() {
+        args.push("--keep-loaded".to_string());
+    }
+    let tool = if wrapper.is_empty() {
+        "the add-in host"
+    } else {
+        program
+    };
+    run_tool(
+        Command::new(program).args(&args),
+        tool,
+        "apt-get install valgrind",
+    )
+}
