@@ -216,7 +216,9 @@ pub fn copy_counting(
         if n == 0 {
             return Ok(());
         }
-        to.write_all(&buf[..n])?;
+        // Counted before it is passed on: once the client has the bytes, a test may read the
+        // count.
         bytes.fetch_add(n as u64, Ordering::SeqCst);
+        to.write_all(&buf[..n])?;
     }
 }
