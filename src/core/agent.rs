@@ -191,8 +191,13 @@ struct AgentKey {
 
 /// The agent for a call to `url` with `options` (a cheap clone of a shared one).
 pub(crate) fn for_url(url: &str, options: &Options) -> Result<ureq::Agent, Error> {
+    for_route(&route(url, options)?, options)
+}
+
+/// The agent for a call taking `route` with `options`, when the route is already known.
+pub(crate) fn for_route(route: &Route, options: &Options) -> Result<ureq::Agent, Error> {
     let key = AgentKey {
-        proxy: route(url, options)?.proxy,
+        proxy: route.proxy.clone(),
         // Without verification there is nothing to trust: one agent serves every ca_file.
         ca_file: if options.tls_verify {
             options.ca_file.clone()

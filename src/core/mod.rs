@@ -111,6 +111,7 @@ fn call(
     let body = request::build_body(req.model, req.descr)?;
     let headers = request::build_headers(req.token, req.headers)?;
     let route = agent::route(endpoint.as_str(), options)?;
+    let agent = agent::for_route(&route, options)?;
     if let Some(dir) = &options.save_dir {
         save::prepare_dir(dir)?;
     }
@@ -148,6 +149,7 @@ fn call(
         body: &body,
     });
     let resp = transport::post(
+        &agent,
         endpoint.as_str(),
         &headers,
         &body,

@@ -253,11 +253,13 @@ fn with_trust_hint(message: String) -> String {
     }
 }
 
-/// Sends one POST of `body` to `url` with `headers`, retrying as the options allow.
+/// Sends one POST of `body` to `url` with `headers` through `agent` (the one for the call's
+/// route), retrying as the options allow.
 ///
 /// Retries (up to `options.retries`) follow connect failures and statuses 408, 409, 429, 500,
 /// 502, 503, 504 (or `x-should-retry: true`), never a failure after the request was sent.
 pub fn post(
+    agent: &ureq::Agent,
     url: &str,
     headers: &Headers,
     body: &str,
@@ -272,7 +274,6 @@ pub fn post(
             format!("the request headers take {header_bytes} bytes, more than the limit of {MAX_HEADER_BYTES}"),
         ));
     }
-    let agent = super::agent::for_url(url, options)?;
     let deadline = Instant::now() + options.timeout;
     with_retries(
         options,
@@ -280,7 +281,7 @@ pub fn post(
         token,
         |remaining| {
             exchange(
-                &agent,
+                agent,
                 url,
                 headers,
                 Some(body.as_bytes()),
