@@ -33,8 +33,8 @@ mod core;
 
 pub use crate::core::options::OPTION_KEYS;
 pub use crate::core::{
-    get_images_traced, Endpoint, Error, Headers, ImageRequest, Options, TraceEvent, USER_AGENT,
-    VERSION,
+    get_images_traced, Cancel, Endpoint, Error, Headers, ImageRequest, Options, TraceEvent,
+    USER_AGENT, VERSION,
 };
 pub use crate::core::{ResponseShape, TLS_VERIFY_OFF};
 

@@ -42,6 +42,12 @@ pub enum Error {
     /// Any other input/output failure, for example a connection closed mid-answer.
     #[error("input/output failed: {0}")]
     Io(String),
+    /// The call was cancelled by its caller (a stream callback's nonzero return, `CancelJob`).
+    #[error("the call was cancelled")]
+    Cancelled,
+    /// A defect of the library itself, for example a caught panic.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -64,6 +70,8 @@ impl Error {
             Error::TooLarge { .. } => "too_large",
             Error::Redirects(_) => "redirects",
             Error::Io(_) => "io",
+            Error::Cancelled => "cancelled",
+            Error::Internal(_) => "internal",
         }
     }
 

@@ -1,6 +1,7 @@
 //! The core: pure safe Rust with no knowledge of C or 1C. Every front end calls [`get_images`].
 
 pub mod agent;
+pub mod cancel;
 pub mod endpoint;
 pub mod error;
 pub mod input;
@@ -13,6 +14,7 @@ pub mod transport;
 
 use std::time::{Duration, Instant};
 
+pub use cancel::Cancel;
 pub use endpoint::Endpoint;
 pub use error::Error;
 pub use options::{Options, ResponseShape};
