@@ -5,7 +5,7 @@
 //!
 //! ```no_run
 //! let json = opi_openai::get_images(
-//!     "https://api.openai.com/v1", "sk-...", "dall-e-3",
+//!     "https://api.openai.com/v1", "sk-...", "gpt-image-1.5",
 //!     "{'prompt':'Yellow alpaca','n':1,'size':'1024x1024'}", "");
 //! assert!(json.starts_with('{'));
 //! ```
@@ -33,8 +33,8 @@ mod core;
 
 pub use crate::core::options::OPTION_KEYS;
 pub use crate::core::{
-    get_images_traced, Cancel, Endpoint, Error, Headers, ImageRequest, Options, TraceEvent,
-    USER_AGENT, VERSION,
+    get_images_batch, get_images_stream, get_images_traced, Cancel, Endpoint, Error, Headers,
+    ImageRequest, Options, StreamEvent, TraceEvent, USER_AGENT, VERSION,
 };
 pub use crate::core::{ResponseShape, TLS_VERIFY_OFF};
 
@@ -83,4 +83,14 @@ pub fn parse_json_object(
     param: &'static str,
 ) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
     crate::core::input::parse_object(text, param)
+}
+
+/// Entry points for the fuzz targets in `fuzz/`: not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Parses `bytes` as a Server-Sent Events stream whole and cut at the points `cuts` names;
+    /// panics when the events differ (or the parser panics).
+    pub fn sse(bytes: &[u8], cuts: &[u8]) {
+        crate::core::sse::check_split_invariance(bytes, cuts);
+    }
 }

@@ -110,6 +110,7 @@ fn wrong_value_types_are_errors_naming_the_key() {
         ("drop_b64", json!(1)),
         ("log_file", json!("")),
         ("ca_file", json!(["a.pem"])),
+        ("parallel", json!(17)),
     ] {
         let err = Options::parse(&json!({ key: value }).to_string()).unwrap_err();
         assert_eq!(err.param(), Some("options"), "{key}");

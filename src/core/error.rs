@@ -42,6 +42,9 @@ pub enum Error {
     /// Any other input/output failure, for example a connection closed mid-answer.
     #[error("input/output failed: {0}")]
     Io(String),
+    /// A streamed answer ended (or broke off) before its `completed` event.
+    #[error("incomplete stream: {0}")]
+    IncompleteStream(String),
     /// The call was cancelled by its caller (a stream callback's nonzero return, `CancelJob`).
     #[error("the call was cancelled")]
     Cancelled,
@@ -70,6 +73,7 @@ impl Error {
             Error::TooLarge { .. } => "too_large",
             Error::Redirects(_) => "redirects",
             Error::Io(_) => "io",
+            Error::IncompleteStream(_) => "incomplete_stream",
             Error::Cancelled => "cancelled",
             Error::Internal(_) => "internal",
         }

@@ -19,15 +19,38 @@ pub fn parse_optional_object(text: &str, param: &'static str) -> Result<Option<J
 ///
 /// The error names `param` and says which form was tried and why it failed.
 pub fn parse_object(text: &str, param: &'static str) -> Result<JsonObject, Error> {
+    match parse_value(text, param, "object")? {
+        Value::Object(map) => Ok(map),
+        other => Err(Error::invalid(
+            param,
+            format!("{param} must be a JSON object, not {}", kind_of(&other)),
+        )),
+    }
+}
+
+/// Parses a required JSON-array argument (a batch's descriptions) in any of the three forms.
+pub fn parse_array(text: &str, param: &'static str) -> Result<Vec<Value>, Error> {
+    match parse_value(text, param, "array")? {
+        Value::Array(items) => Ok(items),
+        other => Err(Error::invalid(
+            param,
+            format!("{param} must be a JSON array, not {}", kind_of(&other)),
+        )),
+    }
+}
+
+/// A JSON value given as text, single-quoted text, or the path of a `.json` file; `what` is
+/// the kind expected, for the message about an empty argument.
+fn parse_value(text: &str, param: &'static str, what: &str) -> Result<Value, Error> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(Error::invalid(
             param,
-            format!("{param} is empty: a JSON object is required"),
+            format!("{param} is empty: a JSON {what} is required"),
         ));
     }
     if trimmed.starts_with('{') || trimmed.starts_with('[') || !looks_like_path(trimmed) {
-        return parse_object_text(trimmed, param);
+        return parse_text(trimmed, param);
     }
     let path = std::path::Path::new(trimmed);
     match std::fs::read(path) {
@@ -40,7 +63,7 @@ pub fn parse_object(text: &str, param: &'static str) -> Result<JsonObject, Error
             })?;
             // A UTF-8 byte order mark is common in files written on Windows.
             let content = content.strip_prefix('\u{feff}').unwrap_or(&content);
-            parse_object_text(content.trim(), param).map_err(|e| match e {
+            parse_text(content.trim(), param).map_err(|e| match e {
                 Error::InvalidArgument { message, .. } => {
                     Error::invalid(param, format!("{message} (in the file {trimmed})"))
                 }
@@ -70,27 +93,18 @@ fn looks_like_path(text: &str) -> bool {
     text.to_ascii_lowercase().ends_with(".json") || std::path::Path::new(text).is_file()
 }
 
-fn parse_object_text(text: &str, param: &'static str) -> Result<JsonObject, Error> {
-    let value = match serde_json::from_str::<Value>(text) {
-        Ok(v) => v,
+fn parse_text(text: &str, param: &'static str) -> Result<Value, Error> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(v) => Ok(v),
         Err(strict_err) => match single_quoted_to_json(text) {
             Some(converted) => serde_json::from_str::<Value>(&converted).map_err(|_| {
                 Error::invalid(param, format!("{param} is not valid JSON: {strict_err}"))
-            })?,
-            None => {
-                return Err(Error::invalid(
-                    param,
-                    format!("{param} is not valid JSON: {strict_err}"),
-                ))
-            }
+            }),
+            None => Err(Error::invalid(
+                param,
+                format!("{param} is not valid JSON: {strict_err}"),
+            )),
         },
-    };
-    match value {
-        Value::Object(map) => Ok(map),
-        other => Err(Error::invalid(
-            param,
-            format!("{param} must be a JSON object, not {}", kind_of(&other)),
-        )),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The core: pure safe Rust with no knowledge of C or 1C. Every front end calls [`get_images`].
 
 pub mod agent;
+pub mod batch;
 pub mod cancel;
 pub mod endpoint;
 pub mod error;
@@ -10,15 +11,19 @@ pub mod options;
 pub mod request;
 pub mod result;
 mod save;
+pub mod sse;
+pub mod stream;
 pub mod transport;
 
 use std::time::{Duration, Instant};
 
+pub use batch::get_images_batch;
 pub use cancel::Cancel;
 pub use endpoint::Endpoint;
 pub use error::Error;
 pub use options::{Options, ResponseShape};
 pub use request::{Headers, USER_AGENT, VERSION};
+pub use stream::StreamEvent;
 
 /// One GetImages call's arguments, as OPI names them. Empty strings mean "not given".
 #[derive(Debug, Clone, Copy, Default)]
@@ -97,7 +102,33 @@ pub fn get_images_traced(
     options: &Options,
     trace: &mut dyn FnMut(&TraceEvent),
 ) -> String {
-    match call(req, options, trace) {
+    match call(req, options, None, trace) {
+        Ok(json) => json,
+        Err(err) => err.to_result_json(),
+    }
+}
+
+/// Runs one GetImages call with `"stream": true` and returns the result JSON, in the shape of
+/// the non-streaming answer (`created`, `data` from the completed event(s), `usage`, `size`,
+/// `quality`, `background`, `output_format`).
+///
+/// `on_event` is called on the calling thread for each event as it arrives; returning `false`
+/// closes the connection at once and the result is the error `cancelled`. With `save_dir`,
+/// partial images (`<created>_<image>.partial<k>.<ext>`) and final images are written as they
+/// arrive and the event carries the path. A stream that ends without a completed event is the
+/// error `incomplete_stream`; an `error` event's error object is the result; a plain JSON
+/// answer (a server without streaming, an error status) is handled as by
+/// [`get_images_traced`]. A call inside [`Cancel::scope`] stops when the token is cancelled.
+pub fn get_images_stream(
+    req: &ImageRequest,
+    options: &Options,
+    on_event: &mut dyn FnMut(&StreamEvent) -> bool,
+    trace: &mut dyn FnMut(&TraceEvent),
+) -> String {
+    let result = call(req, options, Some(on_event), trace);
+    let cancelled = Cancel::current().is_some_and(|c| c.is_cancelled());
+    match result {
+        Err(_) if cancelled => Error::Cancelled.to_result_json(),
         Ok(json) => json,
         Err(err) => err.to_result_json(),
     }
@@ -106,11 +137,16 @@ pub fn get_images_traced(
 fn call(
     req: &ImageRequest,
     options: &Options,
+    on_event: Option<&mut dyn FnMut(&StreamEvent) -> bool>,
     trace: &mut dyn FnMut(&TraceEvent),
 ) -> Result<String, Error> {
     let started = Instant::now();
     let endpoint = Endpoint::from_base(req.url)?;
-    let body = request::build_body(req.model, req.descr)?;
+    let body = if on_event.is_some() {
+        request::build_stream_body(req.model, req.descr)?
+    } else {
+        request::build_body(req.model, req.descr)?
+    };
     let headers = request::build_headers(req.token, req.headers)?;
     let route = agent::route(endpoint.as_str(), options)?;
     let agent = agent::for_route(&route, options)?;
@@ -157,10 +193,28 @@ fn call(
         &body,
         req.token,
         options,
+        on_event.is_some(),
         &mut trace,
     )?;
     let status = resp.status;
     let full_headers = (options.response == ResponseShape::Full).then(|| resp.headers.clone());
+    let mut resp = resp;
+    if let (Some(events), Some(on_event)) = (resp.stream.take(), on_event) {
+        let mut on_event = |event: &StreamEvent| {
+            let scrubbed;
+            let mut event = *event;
+            if event.json.contains(req.token) && req.token.len() >= 8 {
+                scrubbed = scrub_echoed_token(event.json.to_string(), req.token);
+                event.json = &scrubbed;
+            }
+            on_event(&event)
+        };
+        let mut json = stream::consume(events, options, req.token, &mut on_event)?;
+        if let Some(headers) = full_headers {
+            json = result::full(status, &headers, &json);
+        }
+        return Ok(scrub_echoed_token(json, req.token));
+    }
     let mut json = result::classify(resp, req.token);
     if let Some(dir) = &options.save_dir {
         json = save::save_images(

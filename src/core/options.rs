@@ -56,6 +56,8 @@ pub struct Options {
     /// status, bytes, duration, retry wait, request id; never the token or a body. Defaults
     /// to `None`.
     pub log_file: Option<PathBuf>,
+    /// How many calls of a batch run at once, 1 to 16. Defaults to 4.
+    pub parallel: usize,
 }
 
 impl Default for Options {
@@ -72,6 +74,7 @@ impl Default for Options {
             save_dir: None,
             drop_b64: false,
             log_file: None,
+            parallel: 4,
         }
     }
 }
@@ -91,9 +94,13 @@ impl fmt::Debug for Options {
             .field("save_dir", &self.save_dir)
             .field("drop_b64", &self.drop_b64)
             .field("log_file", &self.log_file)
+            .field("parallel", &self.parallel)
             .finish()
     }
 }
+
+/// Most calls of a batch at once (`parallel`).
+const MAX_PARALLEL: u64 = 16;
 
 /// The keys an options object may hold (`adv_response` is OPI's name for `response`).
 pub const OPTION_KEYS: &[&str] = &[
@@ -109,6 +116,7 @@ pub const OPTION_KEYS: &[&str] = &[
     "save_dir",
     "drop_b64",
     "log_file",
+    "parallel",
 ];
 
 impl Options {
@@ -171,6 +179,15 @@ impl Options {
                     }
                     options.log_file = Some(path);
                 }
+                "parallel" => match value.as_u64() {
+                    Some(n @ 1..=MAX_PARALLEL) => options.parallel = n as usize,
+                    _ => {
+                        return Err(invalid(format!(
+                        "options: parallel must be a whole number from 1 to {MAX_PARALLEL}, not {}",
+                        shown(value)
+                    )))
+                    }
+                },
                 _ => return Err(unknown_key(key)),
             }
         }

@@ -27,15 +27,27 @@ const DEFAULT_HEADERS: [(&str, &str); 6] = [
 /// Builds the request body: `model` first when `model` is non-empty, then every field of the
 /// description in its order; a `model` inside the description wins (and keeps the first place).
 pub fn build_body(model: &str, descr: &str) -> Result<String, Error> {
+    Ok(Value::Object(body_fields(model, descr)?).to_string())
+}
+
+/// [`build_body`] with `"stream": true` (replacing a `stream` the description gives, in its
+/// place; else last).
+pub fn build_stream_body(model: &str, descr: &str) -> Result<String, Error> {
+    let mut body = body_fields(model, descr)?;
+    body.insert("stream".to_string(), Value::Bool(true));
+    Ok(Value::Object(body).to_string())
+}
+
+fn body_fields(model: &str, descr: &str) -> Result<JsonObject, Error> {
     let fields = parse_object(descr, "descr")?;
-    let mut body = JsonObject::with_capacity(fields.len() + 1);
+    let mut body = JsonObject::with_capacity(fields.len() + 2);
     if !model.is_empty() {
         body.insert("model".to_string(), Value::String(model.to_string()));
     }
     for (k, v) in fields {
         body.insert(k, v);
     }
-    Ok(Value::Object(body).to_string())
+    Ok(body)
 }
 
 /// An ordered list of request headers; names compare case-insensitively.

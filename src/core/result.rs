@@ -17,6 +17,7 @@ pub fn classify(resp: Response, token: &str) -> String {
         status,
         headers,
         body,
+        ..
     } = resp;
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return "{}".to_string();

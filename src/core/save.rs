@@ -126,6 +126,28 @@ fn save_item(
     Ok(Some(path))
 }
 
+/// Writes one base64 image of a stream (a partial image or a completed one) as
+/// `dir/<stem>.<ext>` (a free variant of the name when taken), the extension from the bytes,
+/// else from `output_format`. Returns the path.
+pub(crate) fn save_b64(
+    dir: &Path,
+    stem: &str,
+    b64: &str,
+    output_format: Option<&str>,
+) -> Result<PathBuf, Error> {
+    let bytes =
+        decode(b64).map_err(|e| Error::Io(format!("{stem}: b64_json is not valid base64: {e}")))?;
+    let ext = sniff(&bytes)
+        .or_else(|| output_format.and_then(extension_of_format))
+        .unwrap_or("bin");
+    write_new(dir, stem, ext, &bytes).map_err(|e| {
+        Error::Io(format!(
+            "{stem} could not be written in {}: {e}",
+            dir.display()
+        ))
+    })
+}
+
 /// Base64 as servers send it: standard alphabet, padding optional, line breaks tolerated.
 fn decode(b64: &str) -> Result<Vec<u8>, base64::DecodeError> {
     const ENGINE: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(

@@ -34,8 +34,27 @@ pub struct Response {
     pub status: u16,
     /// Response headers (names lowercase, as received order).
     pub headers: Vec<(String, String)>,
-    /// The body after gzip decoding.
+    /// The body after gzip decoding (empty when `stream` holds it).
     pub body: Vec<u8>,
+    /// The unread body of a 2xx `text/event-stream` answer to a request sent with
+    /// `stream: true` (see [`post`]); `None` otherwise.
+    pub stream: Option<EventStream>,
+}
+
+/// The body of a streamed answer, read as it arrives (gzip decoded, `max_response_bytes` and
+/// the call's timeout still applying). Dropping it closes the connection.
+pub struct EventStream(ureq::BodyReader<'static>);
+
+impl Read for EventStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventStream")
+    }
 }
 
 impl Response {
@@ -258,6 +277,10 @@ fn with_trust_hint(message: String) -> String {
 ///
 /// Retries (up to `options.retries`) follow connect failures and statuses 408, 409, 429, 500,
 /// 502, 503, 504 (or `x-should-retry: true`), never a failure after the request was sent.
+///
+/// With `stream`, a 2xx `text/event-stream` answer comes back unread in
+/// [`Response::stream`]; nothing retries it once it is handed over.
+#[allow(clippy::too_many_arguments)]
 pub fn post(
     agent: &ureq::Agent,
     url: &str,
@@ -265,6 +288,7 @@ pub fn post(
     body: &str,
     token: &str,
     options: &Options,
+    stream: bool,
     trace: &mut dyn FnMut(&TraceEvent),
 ) -> Result<Response, Error> {
     let header_bytes = headers.wire_len() + url.len() + 64;
@@ -280,13 +304,14 @@ pub fn post(
         deadline,
         token,
         |remaining| {
-            exchange(
+            exchange_with(
                 agent,
                 url,
                 headers,
                 Some(body.as_bytes()),
                 options,
                 remaining,
+                stream,
             )
         },
         |a| {
@@ -367,9 +392,22 @@ pub(super) fn exchange(
     agent: &ureq::Agent,
     url: &str,
     headers: &Headers,
+    body: Option<&[u8]>,
+    options: &Options,
+    remaining: Duration,
+) -> Result<Response, ureq::Error> {
+    exchange_with(agent, url, headers, body, options, remaining, false)
+}
+
+/// [`exchange`], handing a 2xx event stream over unread when `stream` is set.
+fn exchange_with(
+    agent: &ureq::Agent,
+    url: &str,
+    headers: &Headers,
     mut body: Option<&[u8]>,
     options: &Options,
     remaining: Duration,
+    stream: bool,
 ) -> Result<Response, ureq::Error> {
     let started = Instant::now();
     let mut current = url.to_string();
@@ -379,7 +417,16 @@ pub(super) fn exchange(
         if left.is_zero() {
             return Err(ureq::Error::Timeout(ureq::Timeout::Global));
         }
-        let resp = send_once(agent, &current, headers, body, same_origin, options, left)?;
+        let resp = send_once(
+            agent,
+            &current,
+            headers,
+            body,
+            same_origin,
+            options,
+            left,
+            stream,
+        )?;
         let location = match resp.status {
             301 | 302 | 303 | 307 | 308 => resp.header("location"),
             _ => None,
@@ -409,6 +456,7 @@ pub(super) fn exchange(
     unreachable!("the loop returns by its last hop")
 }
 
+#[allow(clippy::too_many_arguments)]
 fn send_once(
     agent: &ureq::Agent,
     url: &str,
@@ -417,6 +465,7 @@ fn send_once(
     with_auth: bool,
     options: &Options,
     remaining: Duration,
+    stream: bool,
 ) -> Result<Response, ureq::Error> {
     fn prepare<B>(
         req: ureq::RequestBuilder<B>,
@@ -470,7 +519,28 @@ fn send_once(
                 String::from_utf8_lossy(v.as_bytes()).into_owned(),
             )
         })
-        .collect();
+        .collect::<Vec<(String, String)>>();
+    let event_stream = stream
+        && (200..300).contains(&status)
+        && resp_headers.iter().any(|(n, v)| {
+            n == "content-type"
+                && v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("text/event-stream")
+        });
+    if event_stream {
+        let reader = resp
+            .into_body()
+            .into_with_config()
+            .limit(options.max_response_bytes)
+            .reader();
+        return Ok(Response {
+            status,
+            headers: resp_headers,
+            body: Vec::new(),
+            stream: Some(EventStream(reader)),
+        });
+    }
     // Sized from Content-Length up front: growing a 48 MiB body by doubling costs copies and
     // page faults (a gzip body's length is a lower bound, still a good start).
     let expected = resp.body().content_length().unwrap_or(0);
@@ -484,6 +554,7 @@ fn send_once(
         status,
         headers: resp_headers,
         body,
+        stream: None,
     })
 }
 
@@ -509,6 +580,7 @@ mod tests {
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
             body: vec![],
+            stream: None,
         };
         assert_eq!(
             server_wait(&r(vec![("retry-after-ms", "1500")])),

@@ -5,6 +5,7 @@ pub mod addin;
 pub mod proxy;
 pub mod server;
 pub mod socks;
+pub mod sse;
 pub mod tls;
 
 #[allow(unused_imports)]

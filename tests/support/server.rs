@@ -267,7 +267,8 @@ fn serve(
     }
 }
 
-fn read_request(reader: &mut BufReader<TcpStream>, conn: usize) -> Option<Recorded> {
+/// Reads one request (head and body) from a connection; `None` when it closes first.
+pub fn read_request(reader: &mut BufReader<TcpStream>, conn: usize) -> Option<Recorded> {
     let mut line = String::new();
     if reader.read_line(&mut line).ok()? == 0 {
         return None;
