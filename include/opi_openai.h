@@ -6,13 +6,20 @@
  *  - an empty answer is {};
  *  - an answer that is not JSON: {"error": {"type": "opi_invalid_response", "code": "not_json", ...}};
  *  - a local failure: {"error": {"type": "opi_client_error", "code": "invalid_argument" | "dns" |
- *    "connect" | "tls" | "timeout" | "too_large" | "redirects" | "io", "param": ..., "message": ...}}.
+ *    "connect" | "tls" | "timeout" | "too_large" | "redirects" | "io" | "incomplete_stream" |
+ *    "cancelled" | "internal", "param": ..., "message": ...}}.
  * The token never appears in a result. All functions are thread-safe. */
 
 #ifndef OPI_OPENAI_H
 #define OPI_OPENAI_H
 
 #include <stdint.h>
+
+// The event callback of `opi_openai_get_images_stream`: `user_data` as given to it, and one
+// event as NUL-terminated UTF-8 JSON, valid only until the callback returns (copy what you
+// keep). Return 0 to go on, nonzero to cancel the call.
+typedef int (*opi_event_fn)(void *user_data,
+                            const char *event_json);
 
 #ifdef __cplusplus
 extern "C" {
@@ -23,7 +30,7 @@ extern "C" {
 // - `url`: the server's base URL (`https://api.openai.com/`, `https://api.openai.com/v1`, or a
 //   full `.../images/generations` URL). Required: NULL is an error result.
 // - `token`: the API key; NULL or "" sends no `Authorization` header.
-// - `model`: e.g. "dall-e-3"; NULL or "" sends no `model` unless the description has one.
+// - `model`: e.g. "gpt-image-1.5"; NULL or "" sends no `model` unless the description has one.
 // - `descr_json`: the request fields as a JSON object text, OPI's single-quoted JSON, or the
 //   path of a `.json` file. Required: NULL is an error result.
 // - `headers_json`: extra headers (JSON object of strings, same forms); NULL or "" for none.
@@ -62,6 +69,59 @@ char *opi_openai_get_images_ex(const char *url,
                                const char *descr_json,
                                const char *headers_json,
                                const char *options_json);
+
+// Generates images with `"stream": true`, calling `on_event` for each event as it arrives.
+//
+// Arguments as `opi_openai_get_images_ex`. `on_event` (NULL: no events, just the result) is
+// called on the calling thread, before this function returns, with `user_data` and the event
+// as JSON: the event's own fields (`type`, `b64_json`, `partial_image_index`, `created_at`,
+// `size`, ...), plus `"file"` when the `save_dir` option wrote its image (then without
+// `b64_json` when `drop_b64` is set). The event string is owned by the library and valid only
+// during the callback. A nonzero return closes the connection at once; the result is then an
+// `opi_client_error` with code `cancelled`.
+//
+// Returns, like `opi_openai_get_images`, NUL-terminated UTF-8 JSON, never NULL, owned by the
+// caller (free it with `opi_free_string`): the result in the non-streaming shape (`created`,
+// `data` from the completed event(s), `usage`, `size`, `quality`, `background`,
+// `output_format`); an `error` event's error object as `{"error": {...}}`; code
+// `incomplete_stream` when the stream ends without a completed event. A server that answers
+// plain JSON (no streaming, or an error status) gives what `opi_openai_get_images_ex` gives.
+// Thread-safe: any number of threads may call at once, each with its own callback.
+//
+// # Safety
+// Each string pointer is NULL or points to a NUL-terminated string that stays valid during
+// the call; `on_event` is NULL or a function that may be called with `user_data`.
+char *opi_openai_get_images_stream(const char *url,
+                                   const char *token,
+                                   const char *model,
+                                   const char *descr_json,
+                                   const char *headers_json,
+                                   const char *options_json,
+                                   opi_event_fn on_event,
+                                   void *user_data);
+
+// Generates images for many descriptions at once: the calls run concurrently on pooled
+// connections (the `parallel` option, default 4, at most 16).
+//
+// `descrs_json`: a JSON array of descriptions (as text, OPI's single-quoted JSON, or the path
+// of a `.json` file); each item a description object or a string in any of the three
+// description forms. Required: NULL is an error result. The other arguments as
+// `opi_openai_get_images_ex`.
+//
+// Returns `{"results": [...]}` in input order, each item exactly what
+// `opi_openai_get_images_ex` returns for that description (one failure does not stop the
+// others; `save_dir` file names never collide), or an error result when an argument is
+// invalid. NUL-terminated UTF-8, never NULL, owned by the caller: free it with
+// `opi_free_string`. Thread-safe.
+//
+// # Safety
+// Each pointer is NULL or points to a NUL-terminated string that stays valid during the call.
+char *opi_openai_get_images_batch(const char *url,
+                                  const char *token,
+                                  const char *model,
+                                  const char *descrs_json,
+                                  const char *headers_json,
+                                  const char *options_json);
 
 // Builds an image description: OPI's `GetImageDescriptionStructure(Prompt, Count,
 // Background, Size, AdditionalParameters)`.

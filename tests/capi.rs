@@ -60,8 +60,11 @@ fn run(exe: &Path, args: &[&str], valgrind: bool) -> Output {
     } else {
         Command::new(exe)
     };
+    // cargo test's LD_LIBRARY_PATH lists target/debug, whose libopi_openai.so is whatever
+    // `cargo build` made last (possibly stale): the rpath to the library under test decides.
     cmd.args(args)
         .env_remove("OPENAI_TOKEN")
+        .env_remove("LD_LIBRARY_PATH")
         .output()
         .expect("run the C program")
 }
@@ -155,5 +158,65 @@ fn c_abi_edge_cases_under_valgrind_are_clean() {
         "exit {:?}\n{stdout}\n{stderr}",
         out.status
     );
+    assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
+}
+
+/// The streaming server for tests/c/stream.c: prompt "slow" gets one partial image and then
+/// silence; any other prompt three partial images and the completed event.
+fn stream_server() -> support::sse::SseServer {
+    use base64::Engine;
+    use support::sse::{completed_json, event, partial_json, sse_head, Step};
+    let image = base64::engine::general_purpose::STANDARD.encode(support::server::png(8, 8));
+    support::sse::SseServer::start(move |req| {
+        let mut steps = vec![Step::Write(sse_head())];
+        let partials = if req.body_text().contains("slow") {
+            1
+        } else {
+            3
+        };
+        for k in 0..partials {
+            let e = event(
+                "image_generation.partial_image",
+                &partial_json(k, &image),
+                "\r\n",
+            );
+            steps.push(Step::Write(e.into_bytes()));
+        }
+        if partials == 1 {
+            steps.push(Step::Sleep(std::time::Duration::from_secs(10)));
+        } else {
+            let e = event(
+                "image_generation.completed",
+                &completed_json(&image),
+                "\r\n",
+            );
+            steps.push(Step::Write(e.into_bytes()));
+        }
+        steps
+    })
+}
+
+#[test]
+fn stream_and_batch_from_c() {
+    let (stream, batch) = (stream_server(), image_server());
+    let exe = compile("tests/c/stream.c", "stream");
+    let out = run(&exe, &[&stream.url(), &batch.url()], false);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("ALL OK"), "{stdout}");
+}
+
+#[test]
+fn stream_and_batch_from_c_under_valgrind_are_clean() {
+    let (stream, batch) = (stream_server(), image_server());
+    let exe = compile("tests/c/stream.c", "stream_vg");
+    let out = run(&exe, &[&stream.url(), &batch.url()], true);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("ALL OK"), "{stdout}");
     assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
 }

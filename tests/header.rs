@@ -31,7 +31,12 @@ fn header_declares_only_the_c_api() {
             .unwrap();
     let mut functions: Vec<&str> = header
         .lines()
-        .filter(|l| !l.starts_with("//") && !l.starts_with(' ') && l.contains('('))
+        .filter(|l| {
+            !l.starts_with("//")
+                && !l.starts_with(' ')
+                && !l.starts_with("typedef")
+                && l.contains('(')
+        })
         .filter_map(|l| l.split('(').next()?.split([' ', '*']).next_back())
         .collect();
     functions.sort();
@@ -41,9 +46,20 @@ fn header_declares_only_the_c_api() {
             "opi_free_string",
             "opi_openai_get_image_description_structure",
             "opi_openai_get_images",
+            "opi_openai_get_images_batch",
             "opi_openai_get_images_ex",
+            "opi_openai_get_images_stream",
             "opi_version"
         ]
+    );
+    let typedefs: Vec<&str> = header
+        .lines()
+        .filter(|l| l.starts_with("typedef"))
+        .collect();
+    assert_eq!(
+        typedefs,
+        ["typedef int (*opi_event_fn)(void *user_data,"],
+        "the one type: the stream's event callback"
     );
     assert!(
         !header

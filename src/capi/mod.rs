@@ -3,9 +3,16 @@
 
 pub(crate) mod boundary;
 
-use crate::{Error, ImageRequest};
+use crate::{Error, ImageRequest, Options, StreamEvent};
 use boundary::{ffi_boundary, into_c_string, optional_str, required_str};
-use std::ffi::{c_char, CString};
+use std::ffi::{c_char, c_int, c_void, CString};
+
+/// The event callback of `opi_openai_get_images_stream`: `user_data` as given to it, and one
+/// event as NUL-terminated UTF-8 JSON, valid only until the callback returns (copy what you
+/// keep). Return 0 to go on, nonzero to cancel the call.
+#[allow(non_camel_case_types)]
+pub type opi_event_fn =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, event_json: *const c_char) -> c_int>;
 
 unsafe fn get_images_c(
     url: *const c_char,
@@ -31,7 +38,7 @@ unsafe fn get_images_c(
 /// - `url`: the server's base URL (`https://api.openai.com/`, `https://api.openai.com/v1`, or a
 ///   full `.../images/generations` URL). Required: NULL is an error result.
 /// - `token`: the API key; NULL or "" sends no `Authorization` header.
-/// - `model`: e.g. "dall-e-3"; NULL or "" sends no `model` unless the description has one.
+/// - `model`: e.g. "gpt-image-1.5"; NULL or "" sends no `model` unless the description has one.
 /// - `descr_json`: the request fields as a JSON object text, OPI's single-quoted JSON, or the
 ///   path of a `.json` file. Required: NULL is an error result.
 /// - `headers_json`: extra headers (JSON object of strings, same forms); NULL or "" for none.
@@ -90,6 +97,114 @@ pub unsafe extern "C" fn opi_openai_get_images_ex(
 ) -> *mut c_char {
     ffi_boundary!({
         let result = get_images_c(url, token, model, descr_json, headers_json, options_json);
+        into_c_string(result.unwrap_or_else(|e| e.to_result_json()))
+    })
+}
+
+/// Generates images with `"stream": true`, calling `on_event` for each event as it arrives.
+///
+/// Arguments as `opi_openai_get_images_ex`. `on_event` (NULL: no events, just the result) is
+/// called on the calling thread, before this function returns, with `user_data` and the event
+/// as JSON: the event's own fields (`type`, `b64_json`, `partial_image_index`, `created_at`,
+/// `size`, ...), plus `"file"` when the `save_dir` option wrote its image (then without
+/// `b64_json` when `drop_b64` is set). The event string is owned by the library and valid only
+/// during the callback. A nonzero return closes the connection at once; the result is then an
+/// `opi_client_error` with code `cancelled`.
+///
+/// Returns, like `opi_openai_get_images`, NUL-terminated UTF-8 JSON, never NULL, owned by the
+/// caller (free it with `opi_free_string`): the result in the non-streaming shape (`created`,
+/// `data` from the completed event(s), `usage`, `size`, `quality`, `background`,
+/// `output_format`); an `error` event's error object as `{"error": {...}}`; code
+/// `incomplete_stream` when the stream ends without a completed event. A server that answers
+/// plain JSON (no streaming, or an error status) gives what `opi_openai_get_images_ex` gives.
+/// Thread-safe: any number of threads may call at once, each with its own callback.
+///
+/// # Safety
+/// Each string pointer is NULL or points to a NUL-terminated string that stays valid during
+/// the call; `on_event` is NULL or a function that may be called with `user_data`.
+#[no_mangle]
+pub unsafe extern "C" fn opi_openai_get_images_stream(
+    url: *const c_char,
+    token: *const c_char,
+    model: *const c_char,
+    descr_json: *const c_char,
+    headers_json: *const c_char,
+    options_json: *const c_char,
+    on_event: opi_event_fn,
+    user_data: *mut c_void,
+) -> *mut c_char {
+    ffi_boundary!({
+        let result = (|| {
+            let req = ImageRequest {
+                url: required_str(url, "url")?,
+                token: optional_str(token, "token")?,
+                model: optional_str(model, "model")?,
+                descr: required_str(descr_json, "descr")?,
+                headers: optional_str(headers_json, "headers")?,
+            };
+            let options = Options::parse(optional_str(options_json, "options")?)?;
+            // One buffer for every event's NUL-terminated copy.
+            let mut buffer: Vec<u8> = Vec::new();
+            let mut forward = |event: &StreamEvent| -> bool {
+                let Some(callback) = on_event else {
+                    return true;
+                };
+                buffer.clear();
+                buffer.extend_from_slice(event.json.as_bytes());
+                buffer.push(0);
+                // SAFETY: the caller vouches for the callback; the string is NUL-terminated
+                // (JSON holds no raw NUL) and lives until the callback returns.
+                unsafe { callback(user_data, buffer.as_ptr().cast()) == 0 }
+            };
+            Ok::<_, Error>(crate::get_images_stream(
+                &req,
+                &options,
+                &mut forward,
+                &mut |_| {},
+            ))
+        })();
+        into_c_string(result.unwrap_or_else(|e| e.to_result_json()))
+    })
+}
+
+/// Generates images for many descriptions at once: the calls run concurrently on pooled
+/// connections (the `parallel` option, default 4, at most 16).
+///
+/// `descrs_json`: a JSON array of descriptions (as text, OPI's single-quoted JSON, or the path
+/// of a `.json` file); each item a description object or a string in any of the three
+/// description forms. Required: NULL is an error result. The other arguments as
+/// `opi_openai_get_images_ex`.
+///
+/// Returns `{"results": [...]}` in input order, each item exactly what
+/// `opi_openai_get_images_ex` returns for that description (one failure does not stop the
+/// others; `save_dir` file names never collide), or an error result when an argument is
+/// invalid. NUL-terminated UTF-8, never NULL, owned by the caller: free it with
+/// `opi_free_string`. Thread-safe.
+///
+/// # Safety
+/// Each pointer is NULL or points to a NUL-terminated string that stays valid during the call.
+#[no_mangle]
+pub unsafe extern "C" fn opi_openai_get_images_batch(
+    url: *const c_char,
+    token: *const c_char,
+    model: *const c_char,
+    descrs_json: *const c_char,
+    headers_json: *const c_char,
+    options_json: *const c_char,
+) -> *mut c_char {
+    ffi_boundary!({
+        let result = (|| {
+            let req = ImageRequest {
+                url: required_str(url, "url")?,
+                token: optional_str(token, "token")?,
+                model: optional_str(model, "model")?,
+                descr: "",
+                headers: optional_str(headers_json, "headers")?,
+            };
+            let descrs = required_str(descrs_json, "descrs")?;
+            let options = Options::parse(optional_str(options_json, "options")?)?;
+            Ok::<_, Error>(crate::get_images_batch(&req, descrs, &options))
+        })();
         into_c_string(result.unwrap_or_else(|e| e.to_result_json()))
     })
 }

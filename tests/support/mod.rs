@@ -57,9 +57,11 @@ pub fn cdylib() -> std::path::PathBuf {
 }
 
 /// Every entry point each build of the library exports: the C API, then the 1C add-in's.
-pub const EXPORTS: [&str; 10] = [
+pub const EXPORTS: [&str; 12] = [
     "opi_openai_get_images",
     "opi_openai_get_images_ex",
+    "opi_openai_get_images_stream",
+    "opi_openai_get_images_batch",
     "opi_openai_get_image_description_structure",
     "opi_free_string",
     "opi_version",
