@@ -899,3 +899,186 @@ fn a_misspelt_token_option_does_not_echo_the_token() {
     assert!(stderr(&out).contains("--tokn"), "{}", stderr(&out));
     assert_no_token(&out);
 }
+
+// ---- streaming, progress, batches ----
+
+/// A streaming server: three partial images and the completed event, split across writes.
+fn stream_server() -> support::sse::SseServer {
+    use support::sse::{awkward_writes, completed_json, event, partial_json, sse_head, Step};
+    let image = base64::engine::general_purpose::STANDARD.encode(support::server::png(8, 8));
+    support::sse::SseServer::start(move |_| {
+        let mut body = String::from(": comment\r\n\r\n");
+        for k in 0..3 {
+            body.push_str(&event(
+                "image_generation.partial_image",
+                &partial_json(k, &image),
+                "\r\n",
+            ));
+        }
+        body.push_str(&event(
+            "image_generation.completed",
+            &completed_json(&image),
+            "\r\n",
+        ));
+        let mut steps = vec![Step::Write(sse_head())];
+        steps.extend(awkward_writes(body.as_bytes()));
+        steps
+    })
+}
+
+#[test]
+fn stream_prints_one_line_per_event_on_stderr_and_the_result_on_stdout() {
+    let server = stream_server();
+    let dir = Scratch::new("stream");
+    let save = dir.path("images");
+    let out = oint(&[
+        "openai",
+        "GetImages",
+        "-u",
+        &server.url(),
+        "-t",
+        TOKEN,
+        "-m",
+        "gpt-image-1.5",
+        "-d",
+        "{'prompt':'Yellow alpaca','partial_images':3}",
+        "--stream",
+        "--save-dir",
+        save.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 4, "{err}");
+    for (k, line) in lines[..3].iter().enumerate() {
+        let prefix = format!("event: image_generation.partial_image index={k} bytes=");
+        assert!(line.starts_with(&prefix), "{line}");
+        assert!(line.contains(" file="), "{line}");
+    }
+    assert!(
+        lines[3].starts_with("event: image_generation.completed bytes="),
+        "{}",
+        lines[3]
+    );
+    assert!(
+        !err.contains('\x1b'),
+        "no terminal codes in a pipe: {err:?}"
+    );
+    assert!(!err.contains(TOKEN));
+    let result: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let file = result["data"][0]["file"].as_str().unwrap();
+    assert!(lines[3].ends_with(&format!("file={file}")), "{}", lines[3]);
+    assert_eq!(std::fs::read_dir(&save).unwrap().count(), 4);
+    let sent: serde_json::Value = serde_json::from_slice(&server.requests()[0].body).unwrap();
+    assert_eq!(sent["stream"], true);
+}
+
+#[test]
+fn no_progress_output_when_stderr_is_not_a_terminal() {
+    let server = TestServer::start(|_, _| {
+        Action::Reply(Reply::json(200, SERVER_JSON).delayed(std::time::Duration::from_millis(1500)))
+    });
+    let out = oint(&[
+        "openai",
+        "GetImages",
+        "-u",
+        &server.url(),
+        "-d",
+        "{'prompt':'p'}",
+    ]);
+    assert_eq!(code(&out), 0);
+    assert_eq!(stderr(&out), "", "stderr is a pipe: nothing is drawn");
+    assert_eq!(stdout(&out), SERVER_JSON_PRETTY);
+}
+
+#[test]
+fn a_progress_line_on_a_terminal_for_calls_longer_than_a_second() {
+    support::require_tool("script");
+    let server = TestServer::start(|_, _| {
+        Action::Reply(Reply::json(200, SERVER_JSON).delayed(std::time::Duration::from_millis(2000)))
+    });
+    let dir = Scratch::new("progress");
+    let out_file = dir.path("result.json");
+    // script(1) runs the command on a pseudo-terminal; the result goes to a file.
+    let command = format!(
+        "{} openai GetImages -u {} -d \"{{'prompt':'p'}}\" --out {}",
+        env!("CARGO_BIN_EXE_oint"),
+        server.url(),
+        out_file.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("OPENAI_TOKEN")
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("GetImages: 1s elapsed"), "{shown:?}");
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    assert_eq!(result["created"], 1750098846);
+}
+
+#[test]
+fn batch_prints_results_in_order() {
+    let server = TestServer::start(images_handler());
+    let dir = Scratch::new("batch");
+    let file = dir.path("prompts.json");
+    std::fs::write(
+        &file,
+        r#"[{"prompt": "a"}, "{'prompt':'b'}", {"prompt": "c"}, 42]"#,
+    )
+    .unwrap();
+    let out = oint(&[
+        "openai",
+        "GetImagesBatch",
+        "-u",
+        &server.url(),
+        "-m",
+        "gpt-image-1-mini",
+        "-d",
+        file.to_str().unwrap(),
+        "--parallel",
+        "2",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    let result: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let r = result["results"].as_array().unwrap();
+    assert_eq!(r.len(), 4);
+    for (i, p) in ["a", "b", "c"].iter().enumerate() {
+        assert_eq!(r[i]["data"][0]["revised_prompt"], *p);
+    }
+    assert_eq!(r[3]["error"]["param"], "descrs");
+    assert_eq!(server.requests().len(), 3);
+}
+
+#[test]
+fn batch_option_errors_name_the_flag() {
+    let server = fixed_server();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["openai", "GetImagesBatch", "-u", "URL", "-d", "[]"];
+        let url = server.url();
+        args[3] = &url;
+        args.extend_from_slice(extra);
+        let out = oint(&args);
+        (code(&out), stderr(&out))
+    };
+    let (code3, err) = run(&["--parallel", "17"]);
+    assert_eq!(code3, 3);
+    assert!(err.contains("--parallel"), "{err}");
+    let (code3, err) = run(&["--stream"]);
+    assert_eq!(code3, 3);
+    assert!(err.contains("--stream"), "{err}");
+    let out = oint(&[
+        "openai",
+        "GetImagesBatch",
+        "-u",
+        &server.url(),
+        "-d",
+        "{'prompt':'x'}",
+    ]);
+    assert_eq!(code(&out), 3);
+    assert!(stderr(&out).contains("--descr"), "{}", stderr(&out));
+}

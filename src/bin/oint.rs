@@ -15,11 +15,14 @@ mod cli;
 mod debug;
 #[path = "oint/output.rs"]
 mod output;
+#[path = "oint/progress.rs"]
+mod progress;
 
 use clap::{CommandFactory, FromArgMatches};
 use cli::{Cli, GetImagesArgs, Library, Method, StructureArgs};
 use opi_openai::{
-    get_images_traced, image_description_structure, ImageRequest, Options, TraceEvent,
+    get_images_batch, get_images_stream, get_images_traced, image_description_structure,
+    ImageRequest, Options, StreamEvent, TraceEvent,
 };
 use serde_json::{Map, Value};
 use std::ffi::OsString;
@@ -142,7 +145,13 @@ fn run(args: Vec<OsString>) -> Result<(), Failure> {
             let token_from_env = method_matches
                 .and_then(|(_, m)| m.value_source("token"))
                 .is_some_and(|s| s == clap::parser::ValueSource::EnvVariable);
-            get_images(&args, token_from_env)
+            get_images(&args, token_from_env, false)
+        }
+        Some(Method::GetImagesBatch(args)) => {
+            let token_from_env = method_matches
+                .and_then(|(_, m)| m.value_source("token"))
+                .is_some_and(|s| s == clap::parser::ValueSource::EnvVariable);
+            get_images(&args, token_from_env, true)
         }
         Some(Method::GetImageDescriptionStructure(args)) => structure(&args),
     }
@@ -180,8 +189,16 @@ fn print_help(command: &mut clap::Command, path: &[&str]) -> Result<(), Failure>
     output::print_text(&help)
 }
 
-/// `oint openai GetImages`.
-fn get_images(args: &GetImagesArgs, token_from_env: bool) -> Result<(), Failure> {
+/// `oint openai GetImages` (`--stream`: with one line per event on stderr), and
+/// `GetImagesBatch` when `batch`.
+fn get_images(args: &GetImagesArgs, token_from_env: bool, batch: bool) -> Result<(), Failure> {
+    let method = if batch { "GetImagesBatch" } else { "GetImages" };
+    if batch && args.stream {
+        return Err(Failure::option(
+            "--stream",
+            "GetImagesBatch does not stream; use GetImages --stream for one description",
+        ));
+    }
     let token = args.token.as_deref().unwrap_or("");
     let token_option = if token_from_env {
         "--token (from OPENAI_TOKEN)"
@@ -191,7 +208,7 @@ fn get_images(args: &GetImagesArgs, token_from_env: bool) -> Result<(), Failure>
     let (options_text, options) = call_options(args)?;
     let log = debug::Log::new(args.common.debug, token);
     log.line(&format!(
-        "oint {} (opi_openai {}): openai GetImages",
+        "oint {} (opi_openai {}): openai {method}",
         env!("CARGO_PKG_VERSION"),
         opi_openai::VERSION
     ));
@@ -212,7 +229,31 @@ fn get_images(args: &GetImagesArgs, token_from_env: bool) -> Result<(), Failure>
         headers: args.headers.as_deref().unwrap_or(""),
     };
     let started = std::time::Instant::now();
-    let result = get_images_traced(&req, &options, &mut |event: &TraceEvent| log.event(event));
+    let mut progress = progress::Progress::start(method);
+    let result = if batch {
+        // A batch's calls run on worker threads and are not traced.
+        get_images_batch(&req, &args.descr, &options)
+    } else if args.stream {
+        let progress = std::cell::RefCell::new(&mut progress);
+        get_images_stream(
+            &req,
+            &options,
+            &mut |event: &StreamEvent| {
+                let mut progress = progress.borrow_mut();
+                if event.index.is_some() {
+                    progress.partial_image();
+                }
+                progress.suspend(|| eprintln!("{}", event_line(event)));
+                true
+            },
+            &mut |event: &TraceEvent| progress.borrow().suspend(|| log.event(event)),
+        )
+    } else {
+        get_images_traced(&req, &options, &mut |event: &TraceEvent| {
+            progress.suspend(|| log.event(event))
+        })
+    };
+    progress.finish();
     log.finished(started.elapsed(), &result);
     // Invalid arguments the library found are the CLI's options: exit 3 naming them.
     if let Some((param, message)) = invalid_argument(&result) {
@@ -220,7 +261,7 @@ fn get_images(args: &GetImagesArgs, token_from_env: bool) -> Result<(), Failure>
             "url" => Some("--url"),
             "token" => Some(token_option),
             "model" => Some("--model"),
-            "descr" => Some("--descr"),
+            "descr" | "descrs" => Some("--descr"),
             "headers" => Some("--headers"),
             "options" => Some(options_option(args, &message)),
             _ => None,
@@ -230,6 +271,20 @@ fn get_images(args: &GetImagesArgs, token_from_env: bool) -> Result<(), Failure>
         }
     }
     output::emit(&result, args.common.out.as_deref())
+}
+
+/// One stream event as printed on stderr: `event: <type> index=<k> bytes=<b64 length>
+/// file=<path>` (index and file when present).
+fn event_line(event: &StreamEvent) -> String {
+    let mut line = format!("event: {}", event.kind);
+    if let Some(index) = event.index {
+        line.push_str(&format!(" index={index}"));
+    }
+    line.push_str(&format!(" bytes={}", event.b64_bytes));
+    if let Some(file) = event.file {
+        line.push_str(&format!(" file={}", file.display()));
+    }
+    line
 }
 
 /// `oint openai GetImageDescriptionStructure`.

@@ -10,7 +10,11 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// The methods of the `openai` library, as typed.
-pub const METHODS: &[&str] = &["GetImages", "GetImageDescriptionStructure"];
+pub const METHODS: &[&str] = &[
+    "GetImages",
+    "GetImagesBatch",
+    "GetImageDescriptionStructure",
+];
 
 /// The individual option flags of GetImages and the options key each one sets.
 pub const OPTION_FLAGS: &[(&str, &str)] = &[
@@ -18,15 +22,26 @@ pub const OPTION_FLAGS: &[(&str, &str)] = &[
     ("--proxy", "proxy"),
     ("--save-dir", "save_dir"),
     ("--ca-file", "ca_file"),
+    ("--parallel", "parallel"),
 ];
 
 const EXAMPLE_GET_IMAGES: &str = "\
 Example:
   oint openai GetImages --url \"https://bothub.chat/api/v2/openai/\" --token \"***\" \\
-    --model \"dall-e-3\" --descr \"{'prompt':'Yellow alpaca','n':1,'size':'1024x1024'}\"
+    --model \"gpt-image-1.5\" --descr \"{'prompt':'Yellow alpaca','n':1,'size':'1024x1024'}\"
   # better: keep the token out of the process list
-  OPENAI_TOKEN=sk-... oint openai GetImages -u https://api.openai.com/ -m dall-e-3 \\
-    -d request.json --timeout 600 --out result.json";
+  OPENAI_TOKEN=sk-... oint openai GetImages -u https://api.openai.com/ -m gpt-image-1.5 \\
+    -d request.json --timeout 600 --out result.json
+  # partial images as they arrive, saved to a folder
+  OPENAI_TOKEN=sk-... oint openai GetImages -u https://api.openai.com/ -m gpt-image-1.5 \\
+    -d \"{'prompt':'Yellow alpaca','partial_images':2}\" --stream --save-dir images";
+
+const EXAMPLE_BATCH: &str = "\
+Example:
+  # prompts.json: [{\"prompt\": \"Yellow alpaca\"}, {\"prompt\": \"Green alpaca\"}]
+  OPENAI_TOKEN=sk-... oint openai GetImagesBatch -u https://api.openai.com/ \\
+    -m gpt-image-1-mini -d prompts.json --parallel 4 --save-dir images
+  # prints {\"results\": [...]}: one result per description, in order";
 
 const EXAMPLE_STRUCTURE: &str = "\
 Example:
@@ -36,7 +51,7 @@ Example:
 const EXAMPLE_TOP: &str = "\
 Example:
   oint openai GetImages --url \"https://api.openai.com/\" --token \"$OPENAI_TOKEN\" \\
-    --model \"dall-e-3\" --descr \"{'prompt':'Yellow alpaca','n':1,'size':'1024x1024'}\"";
+    --model \"gpt-image-1.5\" --descr \"{'prompt':'Yellow alpaca','n':1,'size':'1024x1024'}\"";
 
 fn after_help(example: &str) -> String {
     format!("{example}\n\n{}", crate::EXIT_CODES)
@@ -120,6 +135,14 @@ pub enum Method {
         after_help = after_help(EXAMPLE_GET_IMAGES),
     )]
     GetImages(Box<GetImagesArgs>),
+    /// Generate images for many descriptions at once (--descr: a JSON array), --parallel at a
+    /// time; print {"results": [...]} in order
+    #[command(
+        name = "GetImagesBatch",
+        disable_help_flag = true,
+        after_help = after_help(EXAMPLE_BATCH),
+    )]
+    GetImagesBatch(Box<GetImagesArgs>),
     /// Build an image description: {prompt, n, background, size}, empty fields left out
     #[command(
         name = "GetImageDescriptionStructure",
@@ -170,7 +193,8 @@ pub struct GetImagesArgs {
     #[arg(short = 'm', long, value_name = "MODEL")]
     pub model: Option<String>,
     /// Image description, a JSON object: JSON text, OPI's single-quoted JSON
-    /// ("{'prompt':'Yellow alpaca','n':1}"), or a .json file
+    /// ("{'prompt':'Yellow alpaca','n':1}"), or a .json file; for GetImagesBatch a JSON array
+    /// of descriptions in the same forms
     #[arg(short = 'd', long, value_name = "JSON")]
     pub descr: String,
     /// Additional headers, a JSON object in the same three forms; they override the default
@@ -192,6 +216,14 @@ pub struct GetImagesArgs {
     /// File of extra CA certificates (PEM) to trust; overrides --options-json [default: none]
     #[arg(long, value_name = "PEM")]
     pub ca_file: Option<String>,
+    /// GetImages: stream the answer ("stream": true; "partial_images" 1..3 in --descr asks
+    /// for partial images) and print one line per event on stderr
+    #[arg(long)]
+    pub stream: bool,
+    /// GetImagesBatch: how many calls run at once, 1 to 16; overrides --options-json
+    /// [default: 4]
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<u64>,
     /// --out, --debug, --help.
     #[command(flatten)]
     pub common: Common,
@@ -205,6 +237,7 @@ impl GetImagesArgs {
             "proxy" => self.proxy.clone().map(Value::from),
             "save_dir" => self.save_dir.clone().map(Value::from),
             "ca_file" => self.ca_file.clone().map(Value::from),
+            "parallel" => self.parallel.map(Value::from),
             _ => None,
         }
     }
