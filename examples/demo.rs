@@ -3,7 +3,7 @@
 //! `cargo run --release --example demo` starts the bundled local image server (127.0.0.1,
 //! a free port) and calls it. With `OPENAI_URL` and `OPENAI_TOKEN` set it calls that server
 //! instead (e.g. `OPENAI_URL=https://api.openai.com/v1`); `OPENAI_MODEL` picks the model
-//! (default `gpt-image-1`), `OPENAI_PROMPT` the prompt. The image goes to `target/demo/`.
+//! (default `gpt-image-1.5`), `OPENAI_PROMPT` the prompt. The image goes to `target/demo/`.
 
 #[path = "../tests/support/server.rs"]
 mod server;
@@ -23,7 +23,7 @@ fn main() {
             (local.url(), Some(local))
         }
     };
-    let model = std::env::var("OPENAI_MODEL").unwrap_or_else(|_| "gpt-image-1".into());
+    let model = std::env::var("OPENAI_MODEL").unwrap_or_else(|_| "gpt-image-1.5".into());
     let prompt = std::env::var("OPENAI_PROMPT").unwrap_or_else(|_| "Yellow alpaca".into());
     // DALL-E answers with a URL unless asked for b64_json; GPT image models reject the field.
     let extra = if model.starts_with("dall-e") {

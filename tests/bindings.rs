@@ -83,7 +83,7 @@ fn python_example_prints_the_server_answer() {
     assert_eq!(req.header("authorization"), Some("Bearer sk-bindings"));
     assert_eq!(
         json_of(&req),
-        serde_json::json!({"model": "dall-e-3", "prompt": "Yellow alpaca", "n": 1, "size": "1024x1024"})
+        serde_json::json!({"model": "gpt-image-1.5", "prompt": "Yellow alpaca", "n": 1, "size": "1024x1024"})
     );
 }
 

@@ -84,7 +84,11 @@ fn image_server() -> TestServer {
 fn get_images_example_prints_the_servers_json() {
     let server = image_server();
     let exe = compile("examples/get_images.c", "get_images");
-    let out = run(&exe, &[&server.url(), "dall-e-3", "A yellow alpaca"], false);
+    let out = run(
+        &exe,
+        &[&server.url(), "gpt-image-1-mini", "A yellow alpaca"],
+        false,
+    );
     let (stdout, stderr) = text(&out);
     assert!(
         out.status.success(),
@@ -99,7 +103,7 @@ fn get_images_example_prints_the_servers_json() {
     assert_eq!(req.header("x-client"), Some("opi_openai C example"));
     assert_eq!(
         req.body_text(),
-        r#"{"model":"dall-e-3","prompt":"A yellow alpaca","n":1,"size":"1024x1024","response_format":"b64_json"}"#
+        r#"{"model":"gpt-image-1-mini","prompt":"A yellow alpaca","n":1,"size":"1024x1024","quality":"medium"}"#
     );
 }
 

@@ -22,12 +22,12 @@ Procedure GenerateImage(ZipPath, URL, Token, ImagePath) Export
 
 	// Prompt, Count, Background (left out), Size, AdditionalParameters: a JSON string.
 	Description = Client.GetImageDescriptionStructure("Yellow alpaca", 1, , "1024x1024",
-		"{""response_format"": ""b64_json""}");
+		"{""quality"": ""medium""}");
 
 	// Called as a statement, GetImages leaves its JSON in LastResult (BinaryData): base64
 	// images are megabytes, and 1C in isolated mode on Linux cannot pass strings over ~30 KB.
 	// (Result = Client.GetImages(...) returns the same JSON as a String.)
-	Client.GetImages(URL, Token, "dall-e-3", Description);
+	Client.GetImages(URL, Token, "gpt-image-1.5", Description);
 	ResultText = GetStringFromBinaryData(Client.LastResult, TextEncoding.UTF8);
 
 	JSONReader = New JSONReader;

@@ -5,7 +5,7 @@
 //   cd examples/node && npm install
 //   OPENAI_TOKEN=sk-... node get_images.mjs https://api.openai.com/ [MODEL [DESCRIPTION [HEADERS]]]
 //
-// URL: the server's base URL (required; nothing is started). MODEL defaults to dall-e-3;
+// URL: the server's base URL (required; nothing is started). MODEL defaults to gpt-image-1.5;
 // DESCRIPTION to {"prompt":"Yellow alpaca","n":1,"size":"1024x1024"} (JSON text, OPI's
 // single-quoted JSON, or a .json file path); HEADERS: extra headers as a JSON object.
 // The token comes from OPENAI_TOKEN (not argv, so it stays out of the process list).
@@ -43,7 +43,7 @@ export function getImages(url, token, model, descr, headers) {
   }
 }
 
-const [url, model = 'dall-e-3', descr = '{"prompt":"Yellow alpaca","n":1,"size":"1024x1024"}', headers] =
+const [url, model = 'gpt-image-1.5', descr = '{"prompt":"Yellow alpaca","n":1,"size":"1024x1024"}', headers] =
   process.argv.slice(2);
 if (!url || url === '-h' || url === '--help') {
   console.error(`opi_openai ${opiVersion()}\nusage: node get_images.mjs URL [MODEL [DESCRIPTION [HEADERS]]]   (token from OPENAI_TOKEN)`);

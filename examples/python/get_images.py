@@ -5,7 +5,7 @@ r"""Generate images through opi_openai from Python, with ctypes only (no package
     OPENAI_TOKEN=sk-... python3 examples/python/get_images.py https://api.openai.com/ \
         [MODEL [DESCRIPTION [HEADERS]]]
 
-URL: the server's base URL (required; nothing is started). MODEL defaults to dall-e-3;
+URL: the server's base URL (required; nothing is started). MODEL defaults to gpt-image-1.5;
 DESCRIPTION to {"prompt":"Yellow alpaca","n":1,"size":"1024x1024"} (JSON text, OPI's
 single-quoted JSON, or a .json file path); HEADERS: extra headers as a JSON object.
 The token comes from OPENAI_TOKEN (not argv, so it stays out of the process list).
@@ -59,7 +59,7 @@ def main(argv):
         print(__doc__, file=sys.stderr)
         return 2
     url = argv[1]
-    model = argv[2] if len(argv) > 2 else "dall-e-3"
+    model = argv[2] if len(argv) > 2 else "gpt-image-1.5"
     descr = argv[3] if len(argv) > 3 else '{"prompt":"Yellow alpaca","n":1,"size":"1024x1024"}'
     headers = argv[4] if len(argv) > 4 else None
     lib = load(library_path())
