@@ -381,3 +381,118 @@ fn cancel_from_another_thread_between_events() {
     assert!(!seen.is_empty() && seen.len() < 50, "{}", seen.len());
     assert!(started.elapsed() < Duration::from_secs(4));
 }
+
+#[test]
+fn a_stalled_stream_ends_at_the_timeout() {
+    let partial = b64(&png(8, 8));
+    let first = event(
+        "image_generation.partial_image",
+        &partial_json(0, &partial),
+        "\n",
+    );
+    let server = SseServer::start(move |_| {
+        vec![
+            Step::Write(sse_head()),
+            Step::Write(first.clone().into_bytes()),
+            Step::Sleep(Duration::from_secs(20)),
+        ]
+    });
+    let options = Options::parse(r#"{"timeout": 1.5}"#).unwrap();
+    let started = Instant::now();
+    let (result, seen) = call(&server.url(), &options);
+    let took = started.elapsed();
+    assert_eq!(error_code(&result).as_deref(), Some("timeout"), "{result}");
+    assert_eq!(seen.len(), 1);
+    assert!(took < Duration::from_secs(6), "{took:?}");
+}
+
+#[test]
+fn a_stream_larger_than_max_response_mb_is_too_large() {
+    // 2 MiB of partial images against a 1 MiB limit.
+    let partial = "A".repeat(512 * 1024);
+    let mut body = String::new();
+    for k in 0..4 {
+        body.push_str(&event(
+            "image_generation.partial_image",
+            &partial_json(k, &partial),
+            "\n",
+        ));
+    }
+    let server = SseServer::start(move |_| {
+        vec![
+            Step::Write(sse_head()),
+            Step::Write(body.clone().into_bytes()),
+        ]
+    });
+    let options = Options::parse(r#"{"max_response_mb": 1}"#).unwrap();
+    let (result, seen) = call(&server.url(), &options);
+    assert_eq!(
+        error_code(&result).as_deref(),
+        Some("too_large"),
+        "{result}"
+    );
+    assert!(seen.len() < 4);
+}
+
+#[test]
+fn two_completed_events_give_two_images_and_full_response_wraps_the_result() {
+    let (a, b) = (b64(&png(8, 8)), b64(&png(16, 16)));
+    let body = format!(
+        "{}{}",
+        event("image_generation.completed", &completed_json(&a), "\n"),
+        event("image_generation.completed", &completed_json(&b), "\n"),
+    );
+    let server = SseServer::start(move |_| {
+        vec![
+            Step::Write(sse_head()),
+            Step::Write(body.clone().into_bytes()),
+        ]
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options::parse(&format!(
+        r#"{{"save_dir": {}, "response": "full"}}"#,
+        serde_json::to_string(dir.path().to_str().unwrap()).unwrap()
+    ))
+    .unwrap();
+    let (result, _) = call(&server.url(), &options);
+    let json = parse(&result);
+    assert_eq!(json["status"], 200, "{result}");
+    assert!(json["headers"]["content-type"]
+        .as_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let data = json["body"]["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[1]["b64_json"], b.as_str());
+    let names: Vec<_> = data
+        .iter()
+        .map(|d| {
+            std::path::Path::new(d["file"].as_str().unwrap())
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(names, ["1620000000_0.png", "1620000000_1.png"]);
+}
+
+#[test]
+fn the_token_echoed_in_an_event_never_reaches_the_caller() {
+    let last = b64(&png(8, 8));
+    let echo = r#"{"type":"image_generation.partial_image","b64_json":"AAAA","partial_image_index":0,"note":"Bearer sk-test-stream-token"}"#;
+    let body = format!(
+        "{}{}",
+        event("image_generation.partial_image", echo, "\n"),
+        event("image_generation.completed", &completed_json(&last), "\n"),
+    );
+    let server = SseServer::start(move |_| {
+        vec![
+            Step::Write(sse_head()),
+            Step::Write(body.clone().into_bytes()),
+        ]
+    });
+    let (result, seen) = call(&server.url(), &Options::default());
+    assert!(!result.contains("sk-test-stream-token"));
+    assert_eq!(seen[0].json["note"], "Bearer ***");
+}
