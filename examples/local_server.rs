@@ -3,7 +3,7 @@
 //! `POST .../v1/images/generations` would, on 127.0.0.1 only.
 //!
 //! ```text
-//! cargo run --example local_server -- [--port N] [--big-mb N]
+//! cargo run --example local_server -- [--port N] [--big-mb N] [--delay-ms N]
 //! ```
 //!
 //! - Prints `listening http://127.0.0.1:PORT/` on stdout once it accepts connections.
@@ -15,6 +15,8 @@
 //!   `http://127.0.0.1:PORT/big/`) get one fixed ImagesResponse whose `b64_json` is N MiB of
 //!   base64, built once at startup (pseudo-random bytes, so gzip would not shrink it; it is
 //!   not a decodable image).
+//! - `--delay-ms N`: requests whose path starts with `/slow/` get the image answer after
+//!   waiting N ms (a server that takes time to generate, for concurrency figures).
 //! - Serves until killed, or until its standard input closes when that is a pipe or a socket
 //!   (so a parent that dies takes the server with it). A terminal, `/dev/null` or a file on
 //!   standard input is not watched.
@@ -25,19 +27,25 @@ mod server;
 use server::{images_handler, Action, Reply, TestServer};
 use std::io::{Read, Write};
 use std::sync::Arc;
+use std::time::Duration;
 
 struct Args {
     port: u16,
     big_mb: usize,
+    delay_ms: u64,
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!("local_server: {problem}\nusage: local_server [--port N] [--big-mb N]");
+    eprintln!("local_server: {problem}\nusage: local_server [--port N] [--big-mb N] [--delay-ms N]");
     std::process::exit(2);
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { port: 0, big_mb: 0 };
+    let mut args = Args {
+        port: 0,
+        big_mb: 0,
+        delay_ms: 0,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -53,8 +61,11 @@ fn parse_args() -> Args {
         match name.as_str() {
             "--port" => args.port = value().parse().unwrap_or_else(|_| usage("bad --port")),
             "--big-mb" => args.big_mb = value().parse().unwrap_or_else(|_| usage("bad --big-mb")),
+            "--delay-ms" => {
+                args.delay_ms = value().parse().unwrap_or_else(|_| usage("bad --delay-ms"))
+            }
             "-h" | "--help" => {
-                println!("usage: local_server [--port N] [--big-mb N]");
+                println!("usage: local_server [--port N] [--big-mb N] [--delay-ms N]");
                 std::process::exit(0);
             }
             other => usage(&format!("unknown argument {other}")),
@@ -101,12 +112,19 @@ fn main() {
     let big: Option<Arc<Vec<u8>>> =
         (args.big_mb > 0).then(|| Arc::new(big_images_response(args.big_mb)));
     let small = images_handler();
+    let delay = Duration::from_millis(args.delay_ms);
     let server =
         TestServer::start_on(
             &format!("127.0.0.1:{}", args.port),
             move |req, index| match &big {
                 Some(body) if req.path.starts_with("/big/") => {
                     Action::Reply(Reply::json(200, body.as_slice()))
+                }
+                _ if delay > Duration::ZERO && req.path.starts_with("/slow/") => {
+                    match small(req, index) {
+                        Action::Reply(reply) => Action::Reply(reply.delayed(delay)),
+                        other => other,
+                    }
                 }
                 _ => small(req, index),
             },

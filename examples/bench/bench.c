@@ -1,48 +1,69 @@
-/* opi_openai against libcurl: the same POST to the same local server, in one process.
+/* opi_openai against libcurl: the same POST to the same server, every answer checked.
  *
- * Built and run by examples/bench/run.sh; by hand:
+ * Built and run by examples/bench/run.sh (which starts the servers); by hand:
  *   cc -O2 -Wall -Wextra -Werror -Iinclude examples/bench/bench.c \
  *      -Ltarget/release -Wl,-rpath,$PWD/target/release -lopi_openai $(curl-config --libs) -lpthread \
  *      -o /tmp/opi_bench
- *   /tmp/opi_bench http://127.0.0.1:PORT/      (a local_server started with --big-mb N)
+ *   /tmp/opi_bench MODE BASE --ref FILE [options]
  *
- * Options: --small N (sequential small calls per round), --threads T, --per-thread M,
- *          --big K (big-body calls per round), --rounds R, --no-big.
+ * BASE is the server's base URL (http://127.0.0.1:PORT/ or https://...); both sides POST
+ * BASE/v1/images/generations with {"model":"dall-e-3","prompt":"Yellow alpaca","n":1,
+ * "size":"1024x1024"} and the headers opi_openai sends, over a kept-alive connection, and hand
+ * the caller a NUL-terminated heap string that the caller frees. libcurl: one easy handle per
+ * thread, reused, the body gathered in a buffer that doubles as it grows, CURLOPT_CAINFO for
+ * HTTPS. opi_openai: the C ABI as a user calls it (options {"ca_file": ...} for HTTPS).
  *
- * Both sides make the same request: POST BASE/v1/images/generations with the body
- * {"model":"dall-e-3","prompt":"Yellow alpaca","n":1,"size":"1024x1024"} and the headers
- * opi_openai sends (Accept, Accept-Charset, Accept-Encoding: gzip, Connection: keep-alive,
- * Content-Type, User-Agent, Authorization), over a kept-alive connection, and hand the caller
- * a NUL-terminated heap string that the caller frees. libcurl: one easy handle per thread,
- * reused, the body gathered in a buffer that doubles as it grows. opi_openai: the C ABI as a
- * user calls it (it also checks the body is JSON and UTF-8, which libcurl does not).
+ * Every answer of both sides is checked against --ref FILE (the answer the server gives, saved
+ * by run.sh): the same length and the same bytes after `"created":N` (all of them for small
+ * answers, 64 bytes every MiB and the last 64 for big ones), else the call counts as failed.
+ * A library returning quick errors cannot look fast.
  *
- * Each figure is the median of R rounds; the sides alternate within a round so that both
- * see the same machine state. Two measures: the rate (calls/s or MiB/s, wall clock, server
- * included, ratio = ours / libcurl) and the client's CPU time per call or per MiB (user +
- * system of this process, server excluded, ratio = libcurl / ours). Every ratio reads the
- * same way: above 1, ours is better.
- * Exit status: 0, or 1 when any call of either side did not return the expected answer. */
-#define _POSIX_C_SOURCE 200809L
+ * Modes:
+ *   small  sequential small calls (--small N per round) and T threads x M calls
+ *          (--threads T --per-thread M): calls/s and client CPU per call, in this process.
+ *   big    --calls K big calls per round, each side in a fresh child process: MiB/s, client
+ *          CPU per MiB and the child's peak RSS (getrusage of the child, from wait4).
+ *   save   ours only, big calls with {"save_dir": DIR, "drop_b64": true} in a fresh child:
+ *          time, peak RSS; the files are checked (size) and removed.
+ *   first  one call in a fresh child process per side and round: the first call's time.
+ *   slow   T threads x M calls to a server that waits --delay-ms per call: the time against
+ *          the ideal M x delay (ratio above 1 means worse than ideal).
+ * Common: --rounds R (median of R rounds, with the range), --ca FILE (HTTPS), --key NAME.
+ *
+ * Output: a line per figure for people, and RESULT lines for run.sh:
+ *   RESULT key ours=X libcurl=Y unit=U ratio=R ours_range=a..b libcurl_range=a..b
+ * Every ratio reads the same way: above 1, ours is better (rates: ours / libcurl; costs:
+ * libcurl / ours). Exit status: 0, or 1 when any call of either side failed its check. */
+#define _GNU_SOURCE
 #include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "opi_openai.h"
+
+extern char **environ;
 
 #define MAX_ROUNDS 15
 #define MAX_THREADS 64
 
 static const char *DESCR = "{\"prompt\":\"Yellow alpaca\",\"n\":1,\"size\":\"1024x1024\"}";
 static const char *BODY = "{\"model\":\"dall-e-3\",\"prompt\":\"Yellow alpaca\",\"n\":1,\"size\":\"1024x1024\"}";
-static const char *TOKEN = "sk-bench";
+static const char *TOKEN = "sk-bench-token";
 static const char *MODEL = "dall-e-3";
 
-static char base_small[512], base_big[512], url_small[600], url_big[600];
+/* Settings from the command line. */
+static const char *base, *ca, *ref_path, *key = "run", *dir, *self;
+static char url[700], options[1200];
 static int failures;
 static pthread_mutex_t fail_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -52,6 +73,13 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* CPU seconds (user + system) of this process: the client only, the server is another one. */
+static double cpu(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
 static void fail(const char *who, const char *what, const char *text) {
     pthread_mutex_lock(&fail_lock);
     if (failures++ < 5)
@@ -59,20 +87,71 @@ static void fail(const char *who, const char *what, const char *text) {
     pthread_mutex_unlock(&fail_lock);
 }
 
-/* An image answer: a JSON object with "created" and "data", not an error. */
+/* ---- the expected answer ---------------------------------------------------------------- */
+
+/* The reference answer: small ones in memory, big ones read where sampled. */
+static struct {
+    int fd;
+    size_t len, from; /* from: just after `"created":N` (which local_server varies) */
+    char *data;       /* the whole answer when small, else NULL */
+} ref = {-1, 0, 0, NULL};
+
+#define SMALL_REF (1 << 20)
+#define SAMPLE 64
+
+static void ref_load(const char *path) {
+    ref.fd = open(path, O_RDONLY);
+    struct stat st;
+    if (ref.fd < 0 || fstat(ref.fd, &st) != 0 || st.st_size < 16) {
+        fprintf(stderr, "bench: cannot read the reference answer %s\n", path);
+        exit(2);
+    }
+    ref.len = (size_t)st.st_size;
+    char head[64] = {0};
+    if (pread(ref.fd, head, sizeof head - 1, 0) < 16 || strncmp(head, "{\"created\":", 11) != 0 ||
+        !strchr(head, ',')) {
+        fprintf(stderr, "bench: %s is not an image answer\n", path);
+        exit(2);
+    }
+    ref.from = (size_t)(strchr(head, ',') - head);
+    if (ref.len <= SMALL_REF) {
+        ref.data = malloc(ref.len);
+        if (!ref.data || pread(ref.fd, ref.data, ref.len, 0) != (ssize_t)ref.len) exit(2);
+    }
+}
+
+static int same_at(const char *text, size_t at, size_t n) {
+    char want[SAMPLE];
+    if (n > SAMPLE) n = SAMPLE;
+    if (pread(ref.fd, want, n, (off_t)at) != (ssize_t)n) return 0;
+    return memcmp(text + at, want, n) == 0;
+}
+
+/* The answer is the expected one: `{"created":<digits>` then the reference's bytes. */
+static int answer_ok(const char *text) {
+    if (!text || strncmp(text, "{\"created\":", 11) != 0) return 0;
+    size_t len = strlen(text);
+    if (len != ref.len) return 0;
+    for (size_t i = 11; i < ref.from; i++)
+        if (text[i] < '0' || text[i] > '9') return 0;
+    if (ref.data) return memcmp(text + ref.from, ref.data + ref.from, len - ref.from) == 0;
+    for (size_t at = ref.from; at + SAMPLE < len; at += 1 << 20)
+        if (!same_at(text, at, SAMPLE)) return 0;
+    return same_at(text, len - SAMPLE, SAMPLE);
+}
+
 static void check(const char *who, const char *text) {
-    if (!text || strncmp(text, "{\"created\":", 11) != 0 || !strstr(text, "\"data\"") ||
-        strstr(text, "\"error\""))
-        fail(who, "unexpected answer", text);
+    if (!answer_ok(text)) fail(who, "not the expected answer", text);
 }
 
-/* ---- opi_openai ------------------------------------------------------------------------ */
+/* ---- the two sides --------------------------------------------------------------------- */
 
-static char *ours_call(const char *base) {
-    return opi_openai_get_images(base, TOKEN, MODEL, DESCR, NULL);
+enum side { OURS, LIBCURL };
+static const char *SIDE_NAME[] = {"opi_openai", "libcurl"};
+
+static char *ours_call(const char *opts) {
+    return opi_openai_get_images_ex(base, TOKEN, MODEL, DESCR, NULL, opts);
 }
-
-/* ---- libcurl --------------------------------------------------------------------------- */
 
 struct buf {
     char *data;
@@ -112,6 +191,7 @@ static void curl_client_init(struct curl_client *c) {
     c->headers = curl_slist_append(c->headers, ua);
     c->headers = curl_slist_append(c->headers, auth);
     c->easy = curl_easy_init();
+    curl_easy_setopt(c->easy, CURLOPT_URL, url);
     curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->headers);
     curl_easy_setopt(c->easy, CURLOPT_ACCEPT_ENCODING, "gzip"); /* sends it, decodes gzip */
     curl_easy_setopt(c->easy, CURLOPT_WRITEFUNCTION, on_data);
@@ -119,6 +199,7 @@ static void curl_client_init(struct curl_client *c) {
     curl_easy_setopt(c->easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(c->easy, CURLOPT_POSTFIELDS, BODY);
     curl_easy_setopt(c->easy, CURLOPT_POSTFIELDSIZE, (long)strlen(BODY));
+    if (ca) curl_easy_setopt(c->easy, CURLOPT_CAINFO, ca);
 }
 
 static void curl_client_free(struct curl_client *c) {
@@ -126,10 +207,10 @@ static void curl_client_free(struct curl_client *c) {
     curl_slist_free_all(c->headers);
 }
 
-/* The answer as a NUL-terminated heap string the caller frees, as opi_openai returns it. */
-static char *curl_call(struct curl_client *c, const char *url) {
+/* The answer as a NUL-terminated heap string the caller frees, as opi_openai returns it;
+ * NULL (and a failure counted) unless the transfer worked with status 200. */
+static char *curl_call(struct curl_client *c) {
     struct buf b = {0};
-    curl_easy_setopt(c->easy, CURLOPT_URL, url);
     curl_easy_setopt(c->easy, CURLOPT_WRITEDATA, &b);
     CURLcode rc = curl_easy_perform(c->easy);
     long status = 0;
@@ -144,46 +225,58 @@ static char *curl_call(struct curl_client *c, const char *url) {
     return b.data;
 }
 
-/* ---- measurements ---------------------------------------------------------------------- */
-
-/* CPU seconds (user + system) this process has used: the client side only, as the server is
- * another process. Wall-clock rates include the server's work, which both sides share; CPU
- * per call isolates what each client costs. */
-static double cpu(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+/* One checked call by one side. */
+static void one_call(enum side side, struct curl_client *c) {
+    if (side == LIBCURL) {
+        char *r = curl_call(c);
+        if (r) check("libcurl", r);
+        free(r);
+    } else {
+        char *r = ours_call(options[0] ? options : NULL);
+        check("opi_openai", r);
+        opi_free_string(r);
+    }
 }
+
+/* ---- figures ---------------------------------------------------------------------------- */
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
-static double median(double *v, int n) {
-    qsort(v, n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-/* One side's work for one figure. */
-enum side { OURS, LIBCURL };
-enum kind { SEQUENTIAL, THREADED, BIG };
-
-struct sample {
-    double wall, cpu; /* seconds */
+struct stat3 {
+    double med, lo, hi;
 };
 
-/* One call by one side; checks the first answer of a run. */
-static void one_call(enum side side, struct curl_client *c, int big, int check_it) {
-    if (side == LIBCURL) {
-        char *r = curl_call(c, big ? url_big : url_small);
-        if (check_it) check("libcurl", r);
-        free(r);
-    } else {
-        char *r = ours_call(big ? base_big : base_small);
-        if (check_it) check("opi_openai", r);
-        opi_free_string(r);
-    }
+static struct stat3 stats(const double *v, int n) {
+    double s[MAX_ROUNDS];
+    memcpy(s, v, n * sizeof *v);
+    qsort(s, n, sizeof *s, cmp_double);
+    double med = n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+    return (struct stat3){med, s[0], s[n - 1]};
+}
+
+/* One figure: the medians of both sides, their ranges, and the ratio (above 1: ours is
+ * better; `higher_better` says which way the unit goes). */
+static void report(const char *name, const char *unit, const double *ours, const double *curl,
+                   int rounds, int higher_better) {
+    struct stat3 o = stats(ours, rounds), c = stats(curl, rounds);
+    double ratio = higher_better ? o.med / c.med : c.med / o.med;
+    printf("%-34s ours %10.1f [%.1f..%.1f]  libcurl %10.1f [%.1f..%.1f] %-8s ratio %.2f\n", name,
+           o.med, o.lo, o.hi, c.med, c.lo, c.hi, unit, ratio);
+    printf("RESULT %s ours=%.1f libcurl=%.1f unit=%s ratio=%.3f ours_range=%.1f..%.1f "
+           "libcurl_range=%.1f..%.1f\n",
+           name, o.med, c.med, unit, ratio, o.lo, o.hi, c.lo, c.hi);
+    fflush(stdout);
+}
+
+/* Like report, for figures of ours alone (no libcurl counterpart). */
+static void report_one(const char *name, const char *unit, const double *v, int rounds) {
+    struct stat3 o = stats(v, rounds);
+    printf("%-34s ours %10.1f [%.1f..%.1f] %s\n", name, o.med, o.lo, o.hi, unit);
+    printf("RESULT %s ours=%.1f unit=%s ours_range=%.1f..%.1f\n", name, o.med, unit, o.lo, o.hi);
+    fflush(stdout);
 }
 
 struct worker {
@@ -197,18 +290,18 @@ static void *worker_main(void *arg) {
     struct worker *w = arg;
     struct curl_client c;
     if (w->side == LIBCURL) curl_client_init(&c);
-    one_call(w->side, &c, 0, 0); /* this thread's connection, before the clock */
+    one_call(w->side, &c); /* this thread's connection, before the clock */
     pthread_barrier_wait(w->start);
-    for (int i = 0; i < w->calls; i++) one_call(w->side, &c, 0, i == 0);
+    for (int i = 0; i < w->calls; i++) one_call(w->side, &c);
     if (w->side == LIBCURL) curl_client_free(&c);
     return NULL;
 }
 
-/* `calls` calls (per thread, for THREADED) by one side: wall and client CPU seconds. */
-static struct sample run_side(enum kind kind, enum side side, struct curl_client *c, int calls,
-                              int threads) {
+/* `calls` calls by each of `threads` threads (0: in this thread): wall and CPU seconds. */
+static void run_side(enum side side, struct curl_client *c, int calls, int threads, double *wall,
+                     double *cpu_s) {
     double t0 = now(), c0 = cpu();
-    if (kind == THREADED) {
+    if (threads > 0) {
         struct worker w[MAX_THREADS];
         pthread_barrier_t start;
         pthread_barrier_init(&start, NULL, threads + 1);
@@ -221,110 +314,325 @@ static struct sample run_side(enum kind kind, enum side side, struct curl_client
         for (int i = 0; i < threads; i++) pthread_join(w[i].thread, NULL);
         pthread_barrier_destroy(&start);
     } else {
-        for (int i = 0; i < calls; i++) one_call(side, c, kind == BIG, i == 0 || i == calls - 1);
+        for (int i = 0; i < calls; i++) one_call(side, c);
     }
-    return (struct sample){now() - t0, cpu() - c0};
+    *wall = now() - t0;
+    *cpu_s = cpu() - c0;
 }
 
-/* `rounds` rounds of both sides (alternating who goes first); prints the medians of
- * units/s (units = calls or MiB) and of client CPU microseconds per unit. */
-static void figure(const char *key, const char *label, const char *unit, enum kind kind,
-                   struct curl_client *c, int calls, int threads, double units, int rounds) {
+/* calls/s and CPU us/call for `calls` calls per thread (threads 0: sequential). */
+static void figure_calls(const char *what, int calls, int threads, int rounds, struct curl_client *c) {
     double rate[2][MAX_ROUNDS], cost[2][MAX_ROUNDS];
-    for (int r = 0; r < rounds; r++) {
+    double units = (double)calls * (threads > 0 ? threads : 1);
+    for (int r = 0; r < rounds; r++)
         for (int k = 0; k < 2; k++) {
-            enum side side = (r + k) % 2 ? LIBCURL : OURS;
-            struct sample s = run_side(kind, side, c, calls, threads);
-            rate[side][r] = units / s.wall;
-            cost[side][r] = s.cpu * 1e6 / units;
+            enum side side = (r + k) % 2 ? LIBCURL : OURS; /* alternate who goes first */
+            double wall, cpu_s;
+            run_side(side, c, calls, threads, &wall, &cpu_s);
+            rate[side][r] = units / wall;
+            cost[side][r] = cpu_s * 1e6 / units;
+        }
+    char name[160];
+    snprintf(name, sizeof name, "%s_%s", key, what);
+    report(name, "calls/s", rate[OURS], rate[LIBCURL], rounds, 1);
+    snprintf(name, sizeof name, "%s_%s_cpu", key, what);
+    report(name, "us/call", cost[OURS], cost[LIBCURL], rounds, 0);
+}
+
+/* ---- child processes (big, save, first) ------------------------------------------------- */
+
+struct child_result {
+    double wall, cpu, rss_mib, base_mib; /* rss: the child's peak; base: before the calls */
+    int ok;
+};
+
+static double maxrss_mib(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024.0;
+}
+
+/* In the child: `calls` calls by `side` (with `opts` for ours), timed; prints one line. */
+static int child_main(enum side side, const char *what, int calls) {
+    double t_start = now();
+    int save = strcmp(what, "save") == 0, first = strcmp(what, "first") == 0;
+    char opts[1600];
+    if (save)
+        snprintf(opts, sizeof opts, "{\"save_dir\":\"%s\",\"drop_b64\":true%s%s%s}", dir,
+                 ca ? ",\"ca_file\":\"" : "", ca ? ca : "", ca ? "\"" : "");
+    else
+        snprintf(opts, sizeof opts, "%s", options);
+    struct curl_client c;
+    double t0 = t_start, c0 = 0, base_mib = 0, wall = 0;
+    int ok = 1;
+    if (first) {
+        /* Nothing before the clock: library set-up, TLS set-up and the handshake count. */
+        if (side == LIBCURL) {
+            curl_global_init(CURL_GLOBAL_ALL);
+            curl_client_init(&c);
+            char *r = curl_call(&c);
+            wall = now() - t0;
+            ok = answer_ok(r);
+            free(r);
+            curl_client_free(&c);
+        } else {
+            char *r = ours_call(opts[0] ? opts : NULL);
+            wall = now() - t0;
+            ok = answer_ok(r);
+            opi_free_string(r);
+        }
+        printf("CHILD wall=%.6f cpu=%.6f base=%.1f ok=%d\n", wall, cpu(), maxrss_mib(), ok);
+        return 0;
+    }
+    /* Off the clock: the library set up and the connection open, by one small call to the
+     * same server (BASE without its last path segment: .../big/ -> .../). */
+    char small_base[700], small_url[760];
+    snprintf(small_base, sizeof small_base, "%s", base);
+    char *cut = small_base + strlen(small_base) - 1;
+    while (cut > small_base && *(cut - 1) != '/') cut--;
+    *cut = '\0';
+    snprintf(small_url, sizeof small_url, "%sv1/images/generations", small_base);
+    char *warm;
+    if (side == LIBCURL) {
+        curl_global_init(CURL_GLOBAL_ALL);
+        curl_client_init(&c);
+        curl_easy_setopt(c.easy, CURLOPT_URL, small_url);
+        warm = curl_call(&c);
+        curl_easy_setopt(c.easy, CURLOPT_URL, url);
+        ok &= warm && strncmp(warm, "{\"created\":", 11) == 0;
+        free(warm);
+    } else {
+        warm = opi_openai_get_images_ex(small_base, TOKEN, MODEL, DESCR, NULL, options[0] ? options : NULL);
+        ok &= warm && strncmp(warm, "{\"created\":", 11) == 0;
+        opi_free_string(warm);
+    }
+    base_mib = maxrss_mib();
+    t0 = now();
+    c0 = cpu();
+    for (int i = 0; i < calls; i++) {
+        if (side == LIBCURL) {
+            char *r = curl_call(&c);
+            ok &= answer_ok(r);
+            free(r);
+        } else if (!save) {
+            char *r = ours_call(opts[0] ? opts : NULL);
+            ok &= answer_ok(r);
+            opi_free_string(r);
+        } else {
+            char *r = ours_call(opts);
+            /* The result names the file and holds no base64; the file holds the decoded
+             * bytes (3/4 of the base64 text). Checked and removed off the clock. */
+            double pause = now();
+            const char *f = r ? strstr(r, "\"file\":\"") : NULL;
+            int good = f && strncmp(r, "{\"created\":", 11) == 0 && !strstr(r, "b64_json") &&
+                       !strstr(r, "\"error\"");
+            if (good) {
+                char path[1024];
+                f += 8;
+                size_t n = strcspn(f, "\"");
+                snprintf(path, sizeof path, "%.*s", (int)n, f);
+                struct stat st;
+                /* the base64 text is the reference minus its JSON around it */
+                size_t b64 = ref.len - ref.from - strlen(",\"data\":[{\"b64_json\":\"\"}]}");
+                good = stat(path, &st) == 0 && (size_t)st.st_size == b64 / 4 * 3;
+                unlink(path);
+            }
+            if (!good) fail("opi_openai save", "no file, or not the expected one", r);
+            ok &= good;
+            opi_free_string(r);
+            t0 += now() - pause;
         }
     }
-    double ours = median(rate[OURS], rounds), curl = median(rate[LIBCURL], rounds);
-    double ours_cpu = median(cost[OURS], rounds), curl_cpu = median(cost[LIBCURL], rounds);
-    const char *per = strcmp(unit, "MiB/s") == 0 ? "us/MiB" : "us/call";
-    printf("%-26s ours %9.1f %-7s libcurl %9.1f %-7s ratio %.2f | client CPU ours %8.1f %s, "
-           "libcurl %8.1f, ratio %.2f\n",
-           label, ours, unit, curl, unit, ours / curl, ours_cpu, per, curl_cpu, curl_cpu / ours_cpu);
-    /* ratio: above 1 means ours is better (faster; or, for CPU, cheaper). */
-    printf("RESULT %s ours=%.1f libcurl=%.1f unit=%s ratio=%.3f\n", key, ours, curl, unit, ours / curl);
-    printf("RESULT %s_cpu ours=%.1f libcurl=%.1f unit=%s ratio=%.3f\n", key, ours_cpu, curl_cpu, per,
-           curl_cpu / ours_cpu);
-    fflush(stdout);
-}
-
-static int arg_int(int argc, char **argv, const char *name, int def) {
-    for (int i = 2; i < argc - 1; i++)
-        if (strcmp(argv[i], name) == 0) return atoi(argv[i + 1]);
-    return def;
-}
-
-static int has_flag(int argc, char **argv, const char *name) {
-    for (int i = 2; i < argc; i++)
-        if (strcmp(argv[i], name) == 0) return 1;
+    wall = now() - t0;
+    printf("CHILD wall=%.6f cpu=%.6f base=%.1f ok=%d\n", wall, cpu() - c0, base_mib, ok);
+    if (side == LIBCURL) {
+        curl_client_free(&c);
+        curl_global_cleanup();
+    }
     return 0;
 }
 
+/* Runs this program as a child doing `what`; its figures, peak RSS from wait4. */
+static struct child_result spawn_child(enum side side, const char *what, int calls) {
+    struct child_result res = {0};
+    int fds[2];
+    if (pipe(fds) != 0) exit(2);
+    char calls_s[16];
+    snprintf(calls_s, sizeof calls_s, "%d", calls);
+    const char *argv[24];
+    int n = 0;
+    argv[n++] = self;
+    argv[n++] = "child";
+    argv[n++] = base;
+    argv[n++] = "--side";
+    argv[n++] = side == OURS ? "ours" : "libcurl";
+    argv[n++] = "--what";
+    argv[n++] = what;
+    argv[n++] = "--calls";
+    argv[n++] = calls_s;
+    argv[n++] = "--ref";
+    argv[n++] = ref_path;
+    if (ca) { argv[n++] = "--ca"; argv[n++] = ca; }
+    if (dir) { argv[n++] = "--dir"; argv[n++] = dir; }
+    argv[n] = NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    posix_spawn_file_actions_addclose(&fa, fds[0]);
+    pid_t pid;
+    fflush(stdout);
+    if (posix_spawn(&pid, self, &fa, NULL, (char *const *)argv, environ) != 0) {
+        perror("bench: posix_spawn");
+        exit(2);
+    }
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    char line[256] = {0};
+    size_t got = 0;
+    ssize_t k;
+    while (got < sizeof line - 1 && (k = read(fds[0], line + got, sizeof line - 1 - got)) > 0) got += k;
+    close(fds[0]);
+    int status;
+    struct rusage ru;
+    if (wait4(pid, &status, 0, &ru) != pid) exit(2);
+    res.rss_mib = ru.ru_maxrss / 1024.0;
+    if (sscanf(line, "CHILD wall=%lf cpu=%lf base=%lf ok=%d", &res.wall, &res.cpu, &res.base_mib,
+               &res.ok) != 4 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        res.ok = 0;
+    if (!res.ok) fail(SIDE_NAME[side], "a child's calls failed", line);
+    return res;
+}
+
+/* big / save / first: each side (alternating) in its own fresh process per round. */
+static void figure_children(const char *what, int calls, int rounds) {
+    double rate[2][MAX_ROUNDS], cost[2][MAX_ROUNDS], rss[2][MAX_ROUNDS], ms[2][MAX_ROUNDS];
+    double body_mib = ref.len / (1024.0 * 1024.0), units = calls * body_mib;
+    int save = strcmp(what, "save") == 0, first = strcmp(what, "first") == 0;
+    for (int r = 0; r < rounds; r++)
+        for (int k = 0; k < 2; k++) {
+            enum side side = (r + k) % 2 ? LIBCURL : OURS;
+            if (save && side == LIBCURL) continue;
+            struct child_result c = spawn_child(side, what, calls);
+            ms[side][r] = c.wall * 1e3 / (first ? 1 : calls);
+            rate[side][r] = units / c.wall;
+            cost[side][r] = c.cpu * 1e6 / units / 1e3; /* ms per MiB */
+            rss[side][r] = c.rss_mib / body_mib;
+        }
+    char name[160];
+    if (first) {
+        snprintf(name, sizeof name, "%s_first_call", key);
+        report(name, "ms", ms[OURS], ms[LIBCURL], rounds, 0);
+        return;
+    }
+    if (save) {
+        snprintf(name, sizeof name, "%s_save_ms_per_call", key);
+        report_one(name, "ms", ms[OURS], rounds);
+        snprintf(name, sizeof name, "%s_save_peak_rss_x_body", key);
+        report_one(name, "x", rss[OURS], rounds);
+        return;
+    }
+    snprintf(name, sizeof name, "%s_big", key);
+    report(name, "MiB/s", rate[OURS], rate[LIBCURL], rounds, 1);
+    snprintf(name, sizeof name, "%s_big_cpu", key);
+    report(name, "ms/MiB", cost[OURS], cost[LIBCURL], rounds, 0);
+    snprintf(name, sizeof name, "%s_big_peak_rss_x_body", key);
+    report(name, "x", rss[OURS], rss[LIBCURL], rounds, 0);
+}
+
+/* ---- slow server: concurrency against the ideal ----------------------------------------- */
+
+static void figure_slow(int threads, int per_thread, int delay_ms, int rounds) {
+    double over[2][MAX_ROUNDS];
+    double ideal = per_thread * delay_ms / 1e3;
+    for (int r = 0; r < rounds; r++)
+        for (int k = 0; k < 2; k++) {
+            enum side side = (r + k) % 2 ? LIBCURL : OURS;
+            double wall, cpu_s;
+            run_side(side, NULL, per_thread, threads, &wall, &cpu_s);
+            over[side][r] = wall / ideal;
+        }
+    char name[160];
+    snprintf(name, sizeof name, "%s_x_ideal", key);
+    report(name, "x_ideal", over[OURS], over[LIBCURL], rounds, 0);
+}
+
+/* ---- main ------------------------------------------------------------------------------- */
+
+static const char *arg_str(int argc, char **argv, const char *name, const char *def) {
+    for (int i = 3; i < argc - 1; i++)
+        if (strcmp(argv[i], name) == 0) return argv[i + 1];
+    return def;
+}
+
+static int arg_int(int argc, char **argv, const char *name, int def) {
+    const char *v = arg_str(argc, argv, name, NULL);
+    return v ? atoi(v) : def;
+}
+
 int main(int argc, char **argv) {
-    if (argc < 2 || strncmp(argv[1], "http://", 7) != 0) {
-        fprintf(stderr, "usage: %s http://127.0.0.1:PORT/ [--small N] [--threads T] [--per-thread M] "
-                        "[--big K] [--rounds R] [--no-big]\n", argv[0]);
+    if (argc < 3 || (strncmp(argv[2], "http://", 7) != 0 && strncmp(argv[2], "https://", 8) != 0)) {
+        fprintf(stderr, "usage: %s small|big|save|first|slow BASE --ref FILE [--ca FILE] [--key NAME]\n"
+                        "  [--rounds R] [--small N] [--threads T] [--per-thread M] [--calls K]\n"
+                        "  [--dir DIR] [--delay-ms D]\n", argv[0]);
         return 2;
     }
-    int small = arg_int(argc, argv, "--small", 2000);
-    int threads = arg_int(argc, argv, "--threads", 8);
-    int per_thread = arg_int(argc, argv, "--per-thread", 300);
-    int big = arg_int(argc, argv, "--big", 4);
+    const char *mode = argv[1];
+    self = argv[0];
+    base = argv[2];
+    ca = arg_str(argc, argv, "--ca", NULL);
+    ref_path = arg_str(argc, argv, "--ref", NULL);
+    key = arg_str(argc, argv, "--key", key);
+    dir = arg_str(argc, argv, "--dir", NULL);
     int rounds = arg_int(argc, argv, "--rounds", 5);
-    int do_big = !has_flag(argc, argv, "--no-big");
-    if (rounds < 1 || rounds > MAX_ROUNDS || threads < 1 || threads > MAX_THREADS || small < 1 ||
-        per_thread < 1 || big < 1) {
-        fprintf(stderr, "bench: bad numbers (rounds 1..%d, threads 1..%d)\n", MAX_ROUNDS, MAX_THREADS);
+    int threads = arg_int(argc, argv, "--threads", 8);
+    int calls = arg_int(argc, argv, "--calls", 4);
+    if (!ref_path || rounds < 1 || rounds > MAX_ROUNDS || threads < 1 || threads > MAX_THREADS ||
+        calls < 1) {
+        fprintf(stderr, "bench: --ref is required; rounds 1..%d, threads 1..%d\n", MAX_ROUNDS, MAX_THREADS);
         return 2;
     }
-    const char *base = argv[1];
-    const char *slash = base[strlen(base) - 1] == '/' ? "" : "/";
-    snprintf(base_small, sizeof base_small, "%s%s", base, slash);
-    snprintf(base_big, sizeof base_big, "%s%sbig/", base, slash);
-    snprintf(url_small, sizeof url_small, "%sv1/images/generations", base_small);
-    snprintf(url_big, sizeof url_big, "%sv1/images/generations", base_big);
+    if (base[strlen(base) - 1] != '/') {
+        fprintf(stderr, "bench: BASE must end with /\n");
+        return 2;
+    }
+    snprintf(url, sizeof url, "%sv1/images/generations", base);
+    if (ca) snprintf(options, sizeof options, "{\"ca_file\":\"%s\"}", ca);
+    ref_load(ref_path);
+
+    if (strcmp(mode, "child") == 0) {
+        const char *side = arg_str(argc, argv, "--side", "ours");
+        return child_main(strcmp(side, "ours") == 0 ? OURS : LIBCURL,
+                          arg_str(argc, argv, "--what", "big"), calls);
+    }
 
     curl_global_init(CURL_GLOBAL_ALL);
-    printf("opi_openai %s vs %s\nserver %s; %d rounds, median; ratio above 1: ours is better\n",
-           opi_version(), curl_version(), base_small, rounds);
-    struct curl_client c;
-    curl_client_init(&c);
-
-    /* Warm-up: connections open, code paths hot, both answers checked. */
-    run_side(SEQUENTIAL, OURS, &c, 50, 1);
-    run_side(SEQUENTIAL, LIBCURL, &c, 50, 1);
-
-    figure("small_sequential", "small calls, sequential", "calls/s", SEQUENTIAL, &c, small, 1, small,
-           rounds);
-    char label[64], key[64];
-    snprintf(label, sizeof label, "small calls, %d threads", threads);
-    snprintf(key, sizeof key, "small_threads_%d", threads);
-    figure(key, label, "calls/s", THREADED, &c, per_thread, threads, (double)threads * per_thread,
-           rounds);
-
-    if (do_big) {
-        /* Both sides must hand over the very same bytes. */
-        char *a = ours_call(base_big), *b = curl_call(&c, url_big);
-        check("opi_openai", a);
-        check("libcurl", b);
-        if (!a || !b || strcmp(a, b) != 0) fail("big body", "the two sides returned different bytes", NULL);
-        double mb = b ? strlen(b) / (1024.0 * 1024.0) : 0;
-        opi_free_string(a);
-        free(b);
-        if (mb > 0) {
-            snprintf(label, sizeof label, "%.0f MiB body", mb);
-            figure("big_body", label, "MiB/s", BIG, &c, big, 1, big * mb, rounds);
+    if (strcmp(mode, "small") == 0) {
+        struct curl_client c;
+        curl_client_init(&c);
+        /* Warm-up: connections open, code paths hot, both answers checked. */
+        run_side(OURS, &c, 50, 0, &(double){0}, &(double){0});
+        run_side(LIBCURL, &c, 50, 0, &(double){0}, &(double){0});
+        figure_calls("seq", arg_int(argc, argv, "--small", 2000), 0, rounds, &c);
+        char what[32];
+        snprintf(what, sizeof what, "t%d", threads);
+        figure_calls(what, arg_int(argc, argv, "--per-thread", 300), threads, rounds, &c);
+        curl_client_free(&c);
+    } else if (strcmp(mode, "big") == 0 || strcmp(mode, "save") == 0 || strcmp(mode, "first") == 0) {
+        if (strcmp(mode, "save") == 0 && !dir) {
+            fprintf(stderr, "bench: save needs --dir\n");
+            return 2;
         }
+        figure_children(mode, calls, rounds);
+    } else if (strcmp(mode, "slow") == 0) {
+        figure_slow(threads, arg_int(argc, argv, "--per-thread", 25), arg_int(argc, argv, "--delay-ms", 50),
+                    rounds);
+    } else {
+        fprintf(stderr, "bench: unknown mode %s\n", mode);
+        return 2;
     }
-
-    curl_client_free(&c);
     curl_global_cleanup();
     if (failures) {
-        fprintf(stderr, "bench: %d calls failed\n", failures);
+        fprintf(stderr, "bench: %d calls failed their check\n", failures);
         return 1;
     }
     return 0;

@@ -1,106 +1,245 @@
 #!/usr/bin/env bash
 # The benchmark: opi_openai against its anchors (libcurl from C, the official openai-python
-# SDK from Python), the same requests to the same local server, in one run; prints the
-# figures and a summary of ratios. Every ratio reads the same way: above 1, ours is better
-# (rates: ours / anchor, wall clock, server included; *_cpu: anchor / ours, the client
-# process's CPU time per call or per MiB, server excluded).
+# SDK from Python), the same requests to the same local servers, every answer of both sides
+# checked; prints the figures (median of the rounds, [range]) and a summary of ratios. Every
+# ratio reads the same way: above 1, ours is better.
 #
-#   bash examples/bench/run.sh            # about a minute once built
-#   bash examples/bench/run.sh --quick    # fewer calls, for a smoke run
+#   bash examples/bench/run.sh            # a few minutes once built
+#   bash examples/bench/run.sh --quick    # fewer calls and rounds
+#   bash examples/bench/run.sh --smoke    # seconds: only checks that the harness works (CI)
 #
-# Needs: cargo, a C compiler, libcurl's headers (Debian: apt-get install libcurl4-openssl-dev;
-# without them the C part is skipped and said so), python3. Installs nothing but this: when
-# `python3 -c "import openai"` fails, a venv at $TARGET/bench-venv with `pip install openai`.
-# Settings (environment): CARGO_TARGET_DIR (default ./target), BIG_MB (48), ROUNDS (5 for C,
-# 3 for Python), THREADS (8), OPI_BENCH_PYTHON (a python that has openai).
+# Servers, all on 127.0.0.1, started here and stopped on exit:
+# - nginx (Debian's), a neutral static server, config written at run time: plain HTTP and
+#   HTTPS with a test CA and server certificate made here with openssl (trusted by both sides
+#   through CURLOPT_CAINFO and our ca_file option). POST to a static file is answered by
+#   `error_page 405 =200 $uri`.
+# - examples/local_server.rs, the project's own server (more work per request): small calls,
+#   and 50 ms answers under /slow/ for the concurrency figure.
+# Figures (examples/bench/bench.c): small calls sequential and in THREADS threads (calls/s,
+# client CPU per call); a BIG_MB MiB b64_json answer over HTTP and HTTPS (MiB/s, CPU, peak RSS
+# of the client process against the body), the same with save_dir + drop_b64 (ours); the first
+# call in a fresh process over HTTPS; THREADS threads x 25 calls at 50 ms server time against
+# the ideal; then the Python anchor; the stripped library's size.
+#
+# Needs: cargo, cc, libcurl's headers, nginx, openssl, python3 (Debian: apt-get install gcc
+# libcurl4-openssl-dev nginx-light openssl python3); says what is missing. Installs nothing but
+# this: when `python3 -c "import openai"` fails (not in --smoke), a venv at
+# $TARGET/bench-venv with `pip install openai`.
+# Settings (environment): CARGO_TARGET_DIR (default ./target), BIG_MB (48), ROUNDS (5),
+# THREADS (8), OPI_BENCH_PYTHON (a python that has openai), OPI_BENCH_LIB (a libopi_openai.so
+# to measure instead of the one built here, e.g. an older build).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+MODE="${1:-full}"
 BIG_MB="${BIG_MB:-48}"
 THREADS="${THREADS:-8}"
-C_ARGS=(--small 2000 --threads "$THREADS" --per-thread 300 --big 4 --rounds "${ROUNDS:-5}")
-PY_ARGS=(--calls 400 --rounds "${ROUNDS:-3}")
-if [[ "${1:-}" == "--quick" ]]; then
-    BIG_MB=8
-    C_ARGS=(--small 200 --threads "$THREADS" --per-thread 50 --big 2 --rounds 3)
-    PY_ARGS=(--calls 50 --rounds 3)
+ROUNDS="${ROUNDS:-5}"
+SMALL=2000 PER_THREAD=300 BIG_CALLS=4 SAVE_CALLS=4 PY_CALLS=400 PY_ROUNDS=$ROUNDS
+case "$MODE" in
+    full) ;;
+    --quick) SMALL=300 PER_THREAD=60 BIG_CALLS=2 SAVE_CALLS=2 PY_CALLS=60 ROUNDS=3 PY_ROUNDS=3 ;;
+    --smoke) BIG_MB=2 THREADS=2 SMALL=20 PER_THREAD=5 BIG_CALLS=1 SAVE_CALLS=1 PY_CALLS=5 ROUNDS=1 PY_ROUNDS=1 ;;
+    *) echo "usage: run.sh [--quick|--smoke]" >&2; exit 2 ;;
+esac
+
+missing=()
+command -v cargo >/dev/null || missing+=("cargo (rustup)")
+command -v cc >/dev/null || missing+=("a C compiler (apt-get install gcc)")
+command -v curl-config >/dev/null || missing+=("libcurl's headers (apt-get install libcurl4-openssl-dev)")
+command -v openssl >/dev/null || missing+=("openssl (apt-get install openssl)")
+command -v python3 >/dev/null || missing+=("python3 (apt-get install python3)")
+NGINX="$(command -v nginx || true)"
+[[ -z "$NGINX" && -x /usr/sbin/nginx ]] && NGINX=/usr/sbin/nginx
+[[ -n "$NGINX" ]] || missing+=("nginx (apt-get install nginx-light)")
+if ((${#missing[@]})); then
+    echo "run.sh: missing: ${missing[*]}" >&2
+    exit 1
 fi
+
 OUT="$TARGET/bench"
-mkdir -p "$OUT"
+RUN="$OUT/run"
+rm -rf "$RUN"
+mkdir -p "$RUN/www/v1/images" "$RUN/www/big/v1/images" "$RUN/tls" "$RUN/nginx-tmp"
 LOG="$OUT/last-run.txt"
 : >"$LOG"
 say() { echo "$@" | tee -a "$LOG"; }
 
 say "== build (release)"
-cargo build --release --lib --examples 2>&1 | tail -n 3
-LIB="$TARGET/release/libopi_openai.so"
+cargo build --release --lib --example local_server 2>&1 | tail -n 2
+LIB="${OPI_BENCH_LIB:-$TARGET/release/libopi_openai.so}"
 SERVER_BIN="$TARGET/release/examples/local_server"
-[[ -f "$LIB" && -x "$SERVER_BIN" ]] || { echo "run.sh: build did not produce $LIB and $SERVER_BIN" >&2; exit 1; }
+[[ -f "$LIB" && -x "$SERVER_BIN" ]] || { echo "run.sh: no $LIB or $SERVER_BIN" >&2; exit 1; }
+LIBDIR="$RUN/lib"
+mkdir -p "$LIBDIR"
+cp "$LIB" "$LIBDIR/libopi_openai.so"
+BENCH="$RUN/opi_bench"
+cc -O2 -Wall -Wextra -Werror -I"$ROOT/include" "$ROOT/examples/bench/bench.c" \
+    -L"$LIBDIR" -Wl,-rpath,"$LIBDIR" -lopi_openai $(curl-config --libs) -lpthread -o "$BENCH"
 
-HAVE_C=0
-if command -v cc >/dev/null && command -v curl-config >/dev/null; then
-    cc -O2 -Wall -Wextra -Werror -I"$ROOT/include" "$ROOT/examples/bench/bench.c" \
-        -L"$TARGET/release" -Wl,-rpath,"$TARGET/release" -lopi_openai \
-        $(curl-config --libs) -lpthread -o "$OUT/opi_bench"
-    HAVE_C=1
-else
-    say "C part skipped: needs cc and libcurl's headers (apt-get install libcurl4-openssl-dev)"
-fi
+# ---- servers ------------------------------------------------------------------------------
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+    for _ in $(seq 1 100); do
+        python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "run.sh: nothing listens on port $1" >&2
+    return 1
+}
+
+# local_server: its standard input is our pipe, so it also stops when this script dies.
+coproc SERVER { exec "$SERVER_BIN" --big-mb "$BIG_MB" --delay-ms 50; }
+PIDS+=("$SERVER_PID")
+read -r -t 60 LINE <&"${SERVER[0]}" || { echo "run.sh: local_server did not start" >&2; exit 1; }
+LOCAL="${LINE#listening }"
+
+# The answers both sides must return: as local_server gives them (nginx serves the same bytes).
+python3 - "$LOCAL" "$RUN" <<'EOF'
+import sys, urllib.request
+base, run = sys.argv[1], sys.argv[2]
+body = b'{"model":"dall-e-3","prompt":"Yellow alpaca","n":1,"size":"1024x1024"}'
+for path, out in (("", "small.json"), ("big/", "big.json")):
+    req = urllib.request.Request(base + path + "v1/images/generations", data=body,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as r, open(f"{run}/{out}", "wb") as f:
+        f.write(r.read())
+EOF
+cp "$RUN/small.json" "$RUN/www/v1/images/generations"
+cp "$RUN/big.json" "$RUN/www/big/v1/images/generations"
+
+# The test CA and the server certificate (P-256), for 127.0.0.1.
+(
+    cd "$RUN/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -keyout ca.key -out ca.crt -subj "/CN=opi_openai bench CA" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout server.key -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' >ext.cnf
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+        -extfile ext.cnf -out server.crt 2>/dev/null
+)
+CA="$RUN/tls/ca.crt"
+
+HTTP_PORT=$(free_port)
+HTTPS_PORT=$(free_port)
+USER_LINE=""
+[[ $(id -u) == 0 ]] && USER_LINE="user root;"
+cat >"$RUN/nginx.conf" <<EOF
+$USER_LINE
+daemon off;
+worker_processes 2;
+pid $RUN/nginx.pid;
+error_log $RUN/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    types { }
+    default_type application/json;
+    sendfile on;
+    tcp_nodelay on;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    client_body_temp_path $RUN/nginx-tmp;
+    server {
+        listen 127.0.0.1:$HTTP_PORT;
+        listen 127.0.0.1:$HTTPS_PORT ssl;
+        ssl_certificate $RUN/tls/server.crt;
+        ssl_certificate_key $RUN/tls/server.key;
+        root $RUN/www;
+        # POST to a static file: the static module answers 405, turned into the file.
+        location / { error_page 405 =200 \$uri; }
+    }
+}
+EOF
+"$NGINX" -p "$RUN" -c "$RUN/nginx.conf" -e "$RUN/nginx-error.log" &
+PIDS+=("$!")
+wait_port "$HTTP_PORT"
+wait_port "$HTTPS_PORT"
+NGX="http://127.0.0.1:$HTTP_PORT/"
+NGXS="https://127.0.0.1:$HTTPS_PORT/"
+
+say "== $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load $(cut -d' ' -f1-3 /proc/loadavg)"
+say "== servers: nginx $NGX and $NGXS ($("$NGINX" -v 2>&1 | cut -d/ -f2)), local_server $LOCAL; big body $BIG_MB MiB; $ROUNDS rounds, median [range]"
+
+STATUS=0
+bench() { "$BENCH" "$@" --rounds "$ROUNDS" 2>&1 | tee -a "$LOG" || STATUS=1; }
+SMALL_ARGS=(--small "$SMALL" --threads "$THREADS" --per-thread "$PER_THREAD")
+SAVE_DIR="/dev/shm/opi-bench-$$"
+[[ -d /dev/shm ]] || SAVE_DIR="$RUN/save"
+mkdir -p "$SAVE_DIR"
+
+say "== small calls, keep-alive (calls/s; client CPU us/call)"
+bench small "$NGX" --ref "$RUN/small.json" --key nginx_http "${SMALL_ARGS[@]}"
+bench small "$NGXS" --ref "$RUN/small.json" --key nginx_https --ca "$CA" "${SMALL_ARGS[@]}"
+bench small "$LOCAL" --ref "$RUN/small.json" --key local_http "${SMALL_ARGS[@]}"
+say "== $BIG_MB MiB b64_json, each side in a fresh process (MiB/s; CPU ms/MiB; peak RSS / body)"
+bench big "${NGX}big/" --ref "$RUN/big.json" --key nginx_http --calls "$BIG_CALLS"
+bench big "${NGXS}big/" --ref "$RUN/big.json" --key nginx_https --ca "$CA" --calls "$BIG_CALLS"
+say "== $BIG_MB MiB with save_dir ($SAVE_DIR, tmpfs when /dev/shm exists) + drop_b64, ours"
+bench save "${NGX}big/" --ref "$RUN/big.json" --key nginx_http --calls "$SAVE_CALLS" --dir "$SAVE_DIR"
+rm -rf "$SAVE_DIR"
+say "== first call in a fresh process, HTTPS (ms)"
+bench first "$NGXS" --ref "$RUN/small.json" --key nginx_https --ca "$CA"
+say "== $THREADS threads x 25 calls, 50 ms server time (time / ideal)"
+bench slow "${LOCAL}slow/" --ref "$RUN/small.json" --key local_slow_t$THREADS --threads "$THREADS" \
+    --per-thread 25 --delay-ms 50
 
 PY="${OPI_BENCH_PYTHON:-python3}"
 if ! "$PY" -c "import openai" 2>/dev/null; then
     VENV="$TARGET/bench-venv"
-    if ! "$VENV/bin/python" -c "import openai" 2>/dev/null; then
+    if "$VENV/bin/python" -c "import openai" 2>/dev/null; then
+        PY="$VENV/bin/python"
+    elif [[ "$MODE" == --smoke ]]; then
+        PY=""
+        say "== Python anchor skipped in --smoke (openai not importable)"
+    else
         say "== installing the openai SDK into $VENV (python3 -m venv; pip install openai)"
         python3 -m venv "$VENV"
         "$VENV/bin/pip" install --quiet openai
+        PY="$VENV/bin/python"
     fi
-    PY="$VENV/bin/python"
+fi
+if [[ -n "$PY" ]]; then
+    say "== Python: opi_openai (ctypes) vs openai-python, local_server"
+    "$PY" "$ROOT/examples/bench/bench_openai.py" "$LOCAL" --lib "$LIBDIR/libopi_openai.so" \
+        --calls "$PY_CALLS" --rounds "$PY_ROUNDS" 2>&1 | tee -a "$LOG" || STATUS=1
 fi
 
-# The server: its standard input is our pipe, so it stops when we close it or exit.
-coproc SERVER { exec "$SERVER_BIN" --big-mb "$BIG_MB"; }
-SERVER_IN="${SERVER[1]}"
-stop_server() {
-    if [[ -n "${SERVER_PID:-}" ]]; then
-        eval "exec ${SERVER_IN}>&-" 2>/dev/null || true
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-}
-trap stop_server EXIT
-read -r -t 60 LINE <&"${SERVER[0]}" || { echo "run.sh: local_server did not start" >&2; exit 1; }
-BASE="${LINE#listening }"
-say "== server $BASE (big body: $BIG_MB MiB under ${BASE}big/); $(nproc) cores"
+strip -o "$RUN/stripped.so" "$LIBDIR/libopi_openai.so"
+SIZE=$(stat -c %s "$RUN/stripped.so")
+say "RESULT library_stripped_bytes ours=$SIZE unit=bytes"
 
-STATUS=0
-if [[ $HAVE_C == 1 ]]; then
-    say "== C: opi_openai vs libcurl"
-    "$OUT/opi_bench" "$BASE" "${C_ARGS[@]}" 2>&1 | tee -a "$LOG" || STATUS=1
-fi
-say "== Python: opi_openai (ctypes) vs openai-python"
-"$PY" "$ROOT/examples/bench/bench_openai.py" "$BASE" --lib "$LIB" "${PY_ARGS[@]}" 2>&1 | tee -a "$LOG" || STATUS=1
-
-stop_server
+cleanup
 trap - EXIT
 
 echo
-echo "== summary (ratio above 1: ours is better; rates ours/anchor, *_cpu anchor/ours)"
-printf '%-22s %-14s %17s %17s %7s\n' figure anchor ours anchor ratio
-grep '^RESULT ' "$LOG" | while read -r _ key rest; do
-    ours="" anchor="" name="" unit="" ratio=""
+echo "== summary: median [range] of $ROUNDS rounds; ratio above 1: ours is better"
+printf '%-34s %-14s %24s %24s %-8s %6s\n' figure anchor ours anchor unit ratio
+grep '^RESULT ' "$LOG" | while read -r _ name rest; do
+    ours="" anchor="" who="" unit="" ratio="" orange="" arange=""
     for kv in $rest; do
         case "$kv" in
             ours=*) ours="${kv#ours=}" ;;
-            libcurl=*) anchor="${kv#libcurl=}" name=libcurl ;;
-            openai_sdk=*) anchor="${kv#openai_sdk=}" name=openai-python ;;
+            libcurl=*) anchor="${kv#libcurl=}" who=libcurl ;;
+            openai_sdk=*) anchor="${kv#openai_sdk=}" who=openai-python ;;
             unit=*) unit="${kv#unit=}" ;;
             ratio=*) ratio="${kv#ratio=}" ;;
+            ours_range=*) orange="[${kv#ours_range=}]" ;;
+            libcurl_range=*) arange="[${kv#libcurl_range=}]" ;;
         esac
     done
-    printf '%-22s %-14s %17s %17s %7s\n' "$key" "$name" "$ours $unit" "$anchor $unit" "$ratio"
+    printf '%-34s %-14s %24s %24s %-8s %6s\n' "$name" "${who:--}" "$ours $orange" "${anchor:--} $arange" "$unit" "${ratio:--}"
 done | tee "$OUT/summary.txt"
 echo "(full output: $LOG)"
+[[ $STATUS == 0 ]] || echo "run.sh: some calls failed their checks (see above)" >&2
 exit $STATUS
