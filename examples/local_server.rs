@@ -36,7 +36,9 @@ struct Args {
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!("local_server: {problem}\nusage: local_server [--port N] [--big-mb N] [--delay-ms N]");
+    eprintln!(
+        "local_server: {problem}\nusage: local_server [--port N] [--big-mb N] [--delay-ms N]"
+    );
     std::process::exit(2);
 }
 

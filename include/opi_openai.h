@@ -142,7 +142,10 @@ char *opi_openai_get_image_description_structure(const char *prompt,
                                                  const char *additional_json);
 
 // Frees a string returned by this library. NULL is a no-op. Free each string exactly once,
-// and never a string from elsewhere (nor `opi_version`'s).
+// and never a string from elsewhere (nor `opi_version`'s): such a pointer, and one already
+// freed, is ignored rather than freed, but a freed pointer may since have been handed out
+// again. Takes the same time for any length: the string is not read (its size was recorded
+// when it was returned).
 //
 // # Safety
 // `s` is NULL or a pointer returned by an `opi_*` function and not yet freed.

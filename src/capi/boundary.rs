@@ -1,7 +1,9 @@
 //! The panic boundary and the pointer helpers every exported function uses.
 
 use crate::Error;
-use std::ffi::{c_char, CStr, CString};
+use std::collections::HashMap;
+use std::ffi::{c_char, CStr};
+use std::sync::Mutex;
 
 /// Runs an exported function's body; a panic becomes an error result instead of unwinding
 /// into C (which is undefined behaviour and would take the 1C server down).
@@ -53,10 +55,97 @@ pub(crate) unsafe fn required_str<'a>(
 
 /// Hands a result to C without another pass over it: every result is JSON that serde_json
 /// produced or validated, and JSON cannot hold a raw NUL (inside strings it must be escaped).
+/// The buffer is handed over as it is (no shrinking copy) and its length and capacity are
+/// recorded in [`LIVE`], so that [`free_c_string`] frees it without scanning for the NUL.
 pub(crate) fn into_c_string(text: String) -> *mut c_char {
     debug_assert!(!text.as_bytes().contains(&0), "a result held a NUL byte");
-    let mut bytes = text.into_bytes();
+    let mut bytes = std::mem::ManuallyDrop::new(text.into_bytes());
     bytes.push(0);
-    // SAFETY: the only NUL is the one just pushed (see above).
-    unsafe { CString::from_vec_with_nul_unchecked(bytes) }.into_raw()
+    let ptr = bytes.as_mut_ptr();
+    LIVE.shard(ptr as usize)
+        .insert(ptr as usize, (bytes.len(), bytes.capacity()));
+    ptr.cast()
+}
+
+/// Frees a string from [`into_c_string`]: its length and capacity come from [`LIVE`], so the
+/// string is not read. A pointer not in [`LIVE`] (never returned by us, or already freed) is
+/// left alone.
+///
+/// # Safety
+/// `ptr` is not in use by the caller any more.
+pub(crate) unsafe fn free_c_string(ptr: *mut c_char) {
+    let entry = LIVE.shard(ptr as usize).remove(&(ptr as usize));
+    if let Some((len, capacity)) = entry {
+        // SAFETY: `ptr`, `len` and `capacity` are those of the Vec that `into_c_string` gave
+        // up, and the entry was removed, so this Vec is rebuilt (and dropped) once.
+        drop(unsafe { Vec::from_raw_parts(ptr.cast::<u8>(), len, capacity) });
+    }
+}
+
+/// The strings handed to C and not yet freed: address -> (length with the NUL, capacity).
+/// Sharded by address, so that concurrent calls seldom wait for one another.
+static LIVE: LiveStrings = LiveStrings {
+    shards: [const { Mutex::new(None) }; SHARDS],
+};
+
+const SHARDS: usize = 16;
+
+type Shard = Option<HashMap<usize, (usize, usize)>>;
+
+struct LiveStrings {
+    shards: [Mutex<Shard>; SHARDS],
+}
+
+impl LiveStrings {
+    /// The locked map for `addr` (heap blocks are at least 16-byte aligned: the bits above).
+    fn shard(&self, addr: usize) -> ShardGuard<'_> {
+        let guard = self.shards[(addr >> 4) % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        ShardGuard(guard)
+    }
+}
+
+struct ShardGuard<'a>(std::sync::MutexGuard<'a, Shard>);
+
+impl ShardGuard<'_> {
+    fn insert(mut self, addr: usize, entry: (usize, usize)) {
+        self.0.get_or_insert_with(HashMap::new).insert(addr, entry);
+    }
+
+    fn remove(mut self, addr: &usize) -> Option<(usize, usize)> {
+        self.0.as_mut()?.remove(addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_freed_from_their_recorded_size() {
+        let mut text = String::with_capacity(100);
+        text.push_str("{\"a\":1}");
+        let ptr = into_c_string(text);
+        // SAFETY: a NUL-terminated string just returned.
+        assert_eq!(
+            unsafe { CStr::from_ptr(ptr) }.to_str().unwrap(),
+            "{\"a\":1}"
+        );
+        assert_eq!(
+            LIVE.shard(ptr as usize).0.as_ref().unwrap()[&(ptr as usize)],
+            (8, 100)
+        );
+        // SAFETY: freed once, then the stale pointer is ignored.
+        unsafe {
+            free_c_string(ptr);
+            free_c_string(ptr);
+        }
+        assert!(!LIVE
+            .shard(ptr as usize)
+            .0
+            .as_ref()
+            .unwrap()
+            .contains_key(&(ptr as usize)));
+    }
 }

@@ -5,7 +5,7 @@ pub(crate) mod boundary;
 
 use crate::{Error, ImageRequest, Options, StreamEvent};
 use boundary::{ffi_boundary, into_c_string, optional_str, required_str};
-use std::ffi::{c_char, c_int, c_void, CString};
+use std::ffi::{c_char, c_int, c_void};
 
 /// The event callback of `opi_openai_get_images_stream`: `user_data` as given to it, and one
 /// event as NUL-terminated UTF-8 JSON, valid only until the callback returns (copy what you
@@ -244,7 +244,10 @@ pub unsafe extern "C" fn opi_openai_get_image_description_structure(
 }
 
 /// Frees a string returned by this library. NULL is a no-op. Free each string exactly once,
-/// and never a string from elsewhere (nor `opi_version`'s).
+/// and never a string from elsewhere (nor `opi_version`'s): such a pointer, and one already
+/// freed, is ignored rather than freed, but a freed pointer may since have been handed out
+/// again. Takes the same time for any length: the string is not read (its size was recorded
+/// when it was returned).
 ///
 /// # Safety
 /// `s` is NULL or a pointer returned by an `opi_*` function and not yet freed.
@@ -253,7 +256,7 @@ pub unsafe extern "C" fn opi_free_string(s: *mut c_char) {
     if s.is_null() {
         return;
     }
-    let _ = std::panic::catch_unwind(|| drop(CString::from_raw(s)));
+    let _ = std::panic::catch_unwind(|| boundary::free_c_string(s));
 }
 
 /// The library's version, e.g. "0.1.0": a static NUL-terminated string, never NULL. Do not free it.

@@ -61,6 +61,15 @@ int main(int argc, char **argv) {
            "\"param\":\"additional\"", NULL);
     opi_free_string(NULL);
     printf("ok   free NULL\n");
+    /* Freeing does not read the string (its size was recorded), so a pointer that is not a
+     * live result is ignored: twice the same one, the static version string, a stack buffer. */
+    char *twice = opi_openai_get_image_description_structure("twice", 1, NULL, NULL, NULL);
+    opi_free_string(twice);
+    opi_free_string(twice);
+    opi_free_string((char *)opi_version());
+    char on_stack[8] = "abc";
+    opi_free_string(on_stack);
+    printf("ok   free twice, free foreign pointers: ignored\n");
     const char *v = opi_version();
     if (v == NULL || strlen(v) == 0) { printf("FAIL version\n"); failures++; } else printf("ok   version %s\n", v);
 
