@@ -31,6 +31,8 @@ mod addin;
 mod capi;
 mod core;
 
+#[doc(hidden)]
+pub use crate::core::connect::resolve_for_tests;
 pub use crate::core::options::OPTION_KEYS;
 pub use crate::core::{
     get_images_batch, get_images_stream, get_images_traced, Cancel, Endpoint, Error, Headers,
@@ -93,4 +95,20 @@ pub mod fuzzing {
     pub fn sse(bytes: &[u8], cuts: &[u8]) {
         crate::core::sse::check_split_invariance(bytes, cuts);
     }
+}
+
+/// Frees the process-wide caches (agents, pooled connections, name caches) when the library
+/// is unloaded (`dlclose`) or the process exits: an entry in the ELF `.fini_array`, run by
+/// the dynamic loader. Without it a host that loads and unloads the library leaks them each
+/// time. Thread-locals with destructors are avoided on the call path for the same reason:
+/// they would keep the library loaded.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+#[used]
+#[link_section = ".fini_array"]
+static RELEASE_ON_UNLOAD: extern "C" fn() = release_on_unload;
+
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+extern "C" fn release_on_unload() {
+    // Nothing may unwind out of a loader callback.
+    let _ = std::panic::catch_unwind(crate::core::release_process_state);
 }

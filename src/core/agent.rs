@@ -11,7 +11,7 @@ use super::transport::build_agent;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use ureq::tls::{RootCerts, TlsConfig};
 
 /// More distinct settings than this in one process means something builds options per call
@@ -207,23 +207,43 @@ pub(crate) fn for_route(route: &Route, options: &Options) -> Result<ureq::Agent,
         no_verify: !options.tls_verify,
     };
     if key == AgentKey::default() {
-        static DEFAULT: OnceLock<ureq::Agent> = OnceLock::new();
-        return Ok(DEFAULT
-            .get_or_init(|| build_agent(None, platform_tls()))
+        let mut default = DEFAULT.lock().unwrap_or_else(|e| e.into_inner());
+        return Ok(default
+            .get_or_insert_with(|| build_agent(None, platform_tls()))
             .clone());
     }
-    static AGENTS: OnceLock<Mutex<HashMap<AgentKey, ureq::Agent>>> = OnceLock::new();
-    let agents = AGENTS.get_or_init(Default::default);
-    if let Some(agent) = agents.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+    if let Some(agent) = AGENTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(&key))
+    {
         return Ok(agent.clone());
     }
     // Built outside the lock: loading the system's roots reads files.
     let agent = build(&key)?;
-    let mut map = agents.lock().unwrap_or_else(|e| e.into_inner());
+    let mut agents = AGENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let map = agents.get_or_insert_with(HashMap::new);
     if map.len() >= MAX_AGENTS {
         map.clear();
     }
     Ok(map.entry(key).or_insert(agent).clone())
+}
+
+// Process-wide, and droppable (not `OnceLock`): [`release`] empties them when the library is
+// unloaded. A call in flight holds its own clone of its agent, so it is not disturbed.
+/// The default agent (no proxy, the platform's verifier).
+static DEFAULT: Mutex<Option<ureq::Agent>> = Mutex::new(None);
+/// The other agents, by what makes them differ.
+static AGENTS: Mutex<Option<HashMap<AgentKey, ureq::Agent>>> = Mutex::new(None);
+
+/// Drops the cached agents (their idle connections, buffers and name caches).
+pub(crate) fn release() {
+    let default = DEFAULT.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let agents = AGENTS.lock().unwrap_or_else(|e| e.into_inner()).take();
+    // Dropped outside the locks: closing connections makes system calls.
+    drop(default);
+    drop(agents);
 }
 
 fn platform_tls() -> TlsConfig {

@@ -7,25 +7,46 @@
 //! socket down, so a read blocked for minutes on a generating server returns at once. The
 //! core maps any failure of a cancelled call to [`super::Error::Cancelled`].
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
+use ureq::unversioned::transport::ShutdownHandle;
 
 /// A cancellation token: cheap to clone, shared by the call and whoever may cancel it.
 #[derive(Debug, Clone, Default)]
 pub struct Cancel(Arc<Inner>);
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Inner {
     cancelled: AtomicBool,
-    /// Clones of the sockets in use by the call (shut down on cancel).
-    sockets: Mutex<Vec<TcpStream>>,
+    /// What to shut down on cancel: clones of sockets and the transport's shutdown handles.
+    sockets: Mutex<Registered>,
+    /// Woken by [`Cancel::cancel`], for [`Cancel::wait`].
+    woken: Condvar,
+}
+
+#[derive(Default)]
+struct Registered {
+    streams: Vec<TcpStream>,
+    handles: Vec<Weak<dyn ShutdownHandle>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cancel")
+            .field("cancelled", &self.cancelled.load(Ordering::Relaxed))
+            .finish()
+    }
 }
 
 thread_local! {
-    // No destructor that outlives a call matters here: `scope` restores the previous value.
-    static CURRENT: RefCell<Option<Cancel>> = const { RefCell::new(None) };
+    // A raw pointer, not an `Option<Cancel>`: a thread-local with a destructor would register
+    // it with the C runtime on first use, and that keeps the shared library loaded after the
+    // host's dlclose for as long as the thread lives. [`Cancel::scope`] keeps the token alive
+    // while the pointer is set and restores the previous one.
+    static CURRENT: Cell<*const Inner> = const { Cell::new(std::ptr::null()) };
 }
 
 impl Cancel {
@@ -34,14 +55,20 @@ impl Cancel {
         Self::default()
     }
 
-    /// Cancels: sets the flag and shuts down every socket the call registered. Idempotent;
-    /// callable from any thread.
+    /// Cancels: sets the flag, shuts down every socket the call registered and ends a
+    /// [`Cancel::wait`]. Idempotent; callable from any thread.
     pub fn cancel(&self) {
         self.0.cancelled.store(true, Ordering::SeqCst);
-        let sockets =
-            std::mem::take(&mut *self.0.sockets.lock().unwrap_or_else(|e| e.into_inner()));
-        for s in sockets {
+        let registered = {
+            let mut guard = self.0.sockets.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut *guard)
+        };
+        self.0.woken.notify_all();
+        for s in registered.streams {
             let _ = s.shutdown(Shutdown::Both);
+        }
+        for h in registered.handles.iter().filter_map(Weak::upgrade) {
+            h.shutdown();
         }
     }
 
@@ -57,15 +84,43 @@ impl Cancel {
         let Ok(clone) = socket.try_clone() else {
             return;
         };
-        if self.is_cancelled() {
-            let _ = clone.shutdown(Shutdown::Both);
-            return;
-        }
         self.0
             .sockets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .streams
             .push(clone);
+        // Checked after the push: either cancel() took the list with our socket in it, or
+        // its flag is visible here.
+        if self.is_cancelled() {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// As [`Cancel::register`], for a transport's shutdown handle (kept weakly: the transport
+    /// closes as usual when dropped).
+    pub(crate) fn register_handle(&self, handle: &Weak<dyn ShutdownHandle>) {
+        {
+            let mut guard = self.0.sockets.lock().unwrap_or_else(|e| e.into_inner());
+            guard.handles.retain(|h| h.strong_count() > 0);
+            guard.handles.push(handle.clone());
+        }
+        if self.is_cancelled() {
+            if let Some(h) = handle.upgrade() {
+                h.shutdown();
+            }
+        }
+    }
+
+    /// Sleeps for `duration` or until the token is cancelled, whichever comes first; returns
+    /// whether it was cancelled.
+    pub fn wait(&self, duration: Duration) -> bool {
+        let guard = self.0.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self
+            .0
+            .woken
+            .wait_timeout_while(guard, duration, |_| !self.is_cancelled());
+        self.is_cancelled()
     }
 
     /// Whether two handles are the same token.
@@ -76,21 +131,38 @@ impl Cancel {
     /// Runs `f` with this token as the calling thread's current one (restored afterwards,
     /// also on panic).
     pub fn scope<R>(&self, f: impl FnOnce() -> R) -> R {
-        struct Restore(Option<Cancel>);
+        struct Restore(*const Inner);
         impl Drop for Restore {
             fn drop(&mut self) {
-                let prev = self.0.take();
-                let _ = CURRENT.try_with(|c| *c.borrow_mut() = prev);
+                let _ = CURRENT.try_with(|c| c.set(self.0));
             }
         }
-        let prev = CURRENT.with(|c| c.borrow_mut().replace(self.clone()));
+        let prev = CURRENT.with(|c| c.replace(Arc::as_ptr(&self.0)));
         let _restore = Restore(prev);
         f()
     }
 
     /// The calling thread's current token, if a call runs inside [`Cancel::scope`].
     pub fn current() -> Option<Cancel> {
-        CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
+        Self::with_current(|c| c.cloned())
+    }
+
+    /// Runs `f` with the calling thread's current token (no reference count taken).
+    pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Cancel>) -> R) -> R {
+        let ptr = CURRENT.try_with(|c| c.get()).unwrap_or(std::ptr::null());
+        if ptr.is_null() {
+            return f(None);
+        }
+        // SAFETY: `ptr` was set by `scope` on this thread from a live `Arc<Inner>` that the
+        // scope's `&self` keeps alive until it restores the previous value; we are inside
+        // that scope. ManuallyDrop: this borrowed view must not drop a reference count.
+        let token = std::mem::ManuallyDrop::new(Cancel(unsafe { Arc::from_raw(ptr) }));
+        f(Some(&token))
+    }
+
+    /// Whether the calling thread's current token is cancelled.
+    pub(crate) fn current_cancelled() -> bool {
+        Self::with_current(|c| c.is_some_and(Cancel::is_cancelled))
     }
 }
 

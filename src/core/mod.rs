@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod batch;
 pub mod cancel;
+pub(crate) mod connect;
 pub mod endpoint;
 pub mod error;
 pub mod input;
@@ -246,4 +247,12 @@ fn scrub_echoed_token(json: String, token: &str) -> String {
     } else {
         json
     }
+}
+
+/// Frees the process-wide state (cached agents with their pooled connections and name caches,
+/// the test resolver's map). Run when the library is unloaded (see `unload` in lib.rs); a
+/// later call simply builds what it needs again.
+pub(crate) fn release_process_state() {
+    agent::release();
+    connect::release();
 }

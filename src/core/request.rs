@@ -24,6 +24,31 @@ const DEFAULT_HEADERS: [(&str, &str); 6] = [
     ("User-Agent", USER_AGENT),
 ];
 
+/// Header names the library sends itself and a caller may not set: the message's framing
+/// (`Content-Length`, `Transfer-Encoding`), `Host`, and the hop-by-hop names of RFC 9110
+/// section 7.6.1 (plus `Keep-Alive` and `Proxy-Connection`). Sent by a caller they would
+/// contradict the request ureq writes, and the failure would be blamed on the server.
+/// (`Connection: keep-alive` is one of our defaults, never a caller's.)
+const RESERVED_HEADERS: [&str; 9] = [
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Whether `name` is one of the library's own default headers (any case): across origins,
+/// a redirect carries only these.
+pub(crate) fn is_default_header(name: &str) -> bool {
+    DEFAULT_HEADERS
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case(name))
+}
+
 /// Builds the request body: `model` first when `model` is non-empty, then every field of the
 /// description in its order; a `model` inside the description wins (and keeps the first place).
 pub fn build_body(model: &str, descr: &str) -> Result<String, Error> {
@@ -175,6 +200,17 @@ fn check_header(name: &str, value: &str) -> Result<(), Error> {
             format!(
                 "headers: {:?} is not a valid header name",
                 name.escape_debug().to_string()
+            ),
+        ));
+    }
+    if RESERVED_HEADERS
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(name))
+    {
+        return Err(Error::invalid(
+            "headers",
+            format!(
+                "headers: {name} is set by the library itself (message framing and connection handling) and cannot be given"
             ),
         ));
     }

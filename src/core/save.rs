@@ -259,7 +259,7 @@ fn download(
         options,
         deadline,
         "",
-        |remaining| transport::exchange(&agent, url, &headers, None, options, remaining),
+        |remaining| transport::exchange(&agent, url, &headers, None, options, "", remaining),
         |a| {
             trace(&TraceEvent::Download {
                 url: shown,

@@ -1,18 +1,19 @@
 //! Sending: the process-wide agent, name resolution, timeouts, retries.
 
+use super::agent;
+use super::cancel::Cancel;
+use super::connect::{self, DnsCache, HappyConnector, Outer};
 use super::error::{redact, Error};
 use super::options::Options;
-use super::request::Headers;
+use super::request::{is_default_header, Headers};
 use super::TraceEvent;
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use ureq::http::Uri;
-use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::unversioned::transport::{
+    ConnectProxyConnector, Connector, RustlsConnector, SocksConnector,
+};
 
 /// Room for the request line and headers. ureq fails with part of the request written when
 /// they do not fit its output buffer, so larger header sets are refused before sending.
@@ -24,8 +25,9 @@ const IDLE_PER_HOST: usize = 64;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 /// Redirects followed per attempt (OPI's limit).
 const MAX_REDIRECTS: u32 = 5;
-/// Cached name lookups live this long.
-const DNS_TTL: Duration = Duration::from_secs(30);
+/// The most reserved for a body before its bytes arrive, whatever its Content-Length says;
+/// the buffer then grows with the bytes that actually arrive.
+const UPFRONT_RESERVE: u64 = 8 * 1024 * 1024;
 
 /// A response as received: status, headers in order, and the decoded body.
 #[derive(Debug)]
@@ -87,62 +89,17 @@ pub(super) fn build_agent(proxy: Option<ureq::Proxy>, tls: ureq::tls::TlsConfig)
         // (scheme-aware, curl's NO_PROXY rules) is applied in `super::agent`.
         .proxy(proxy)
         .build();
-    ureq::Agent::with_parts(config, DefaultConnector::new(), CachingResolver::default())
-}
-
-/// Resolves IP literals without a lookup (and without ureq's per-call resolver thread), and
-/// caches names for [`DNS_TTL`].
-#[derive(Debug, Default)]
-struct CachingResolver {
-    inner: DefaultResolver,
-    cache: Mutex<HashMap<String, (Instant, ResolvedSocketAddrs)>>,
-}
-
-impl Resolver for CachingResolver {
-    fn resolve(
-        &self,
-        uri: &Uri,
-        config: &ureq::config::Config,
-        timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
-            return self.inner.resolve(uri, config, timeout);
-        };
-        let port = authority.port_u16().or_else(|| match scheme.as_str() {
-            "http" => Some(80),
-            "https" => Some(443),
-            _ => None,
-        });
-        let Some(port) = port else {
-            return self.inner.resolve(uri, config, timeout);
-        };
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            let mut addrs = self.empty();
-            addrs.push(SocketAddr::new(ip, port));
-            return Ok(addrs);
-        }
-        let key = format!("{host}:{port}");
-        if let Some((at, addrs)) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            if at.elapsed() < DNS_TTL {
-                return Ok(addrs.clone());
-            }
-        }
-        let addrs = self.inner.resolve(uri, config, timeout)?;
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, (Instant::now(), addrs.clone()));
-        Ok(addrs)
-    }
+    // ureq's default chain (SOCKS, CONNECT proxy, TCP, rustls) with our TCP connector and
+    // the whole chain wrapped for cancel and the request phase: see `connect`.
+    let cache = Arc::new(DnsCache::default());
+    let chain = ()
+        .chain(SocksConnector::default())
+        .chain(ConnectProxyConnector::default())
+        .chain(HappyConnector {
+            cache: cache.clone(),
+        })
+        .chain(RustlsConnector::default());
+    ureq::Agent::with_parts(config, Outer(chain), connect::Resolver { cache })
 }
 
 /// Whether a failed attempt may be repeated: only when nothing reached the server.
@@ -276,7 +233,9 @@ fn with_trust_hint(message: String) -> String {
 /// route), retrying as the options allow.
 ///
 /// Retries (up to `options.retries`) follow connect failures and statuses 408, 409, 429, 500,
-/// 502, 503, 504 (or `x-should-retry: true`), never a failure after the request was sent.
+/// 502, 503, 504 (or `x-should-retry: true`). Once any byte of the request was written, no
+/// failure of any kind sends it again (a status answer still may be retried). A call whose
+/// [`Cancel`] token is cancelled fails with [`Error::Cancelled`], also during a retry's wait.
 ///
 /// With `stream`, a 2xx `text/event-stream` answer comes back unread in
 /// [`Response::stream`]; nothing retries it once it is handed over.
@@ -310,6 +269,7 @@ pub fn post(
                 headers,
                 Some(body.as_bytes()),
                 options,
+                token,
                 remaining,
                 stream,
             )
@@ -326,6 +286,24 @@ pub fn post(
             })
         },
     )
+}
+
+/// A failed attempt: our error, and whether trying again is allowed.
+#[derive(Debug)]
+pub(super) struct Fail {
+    /// What went wrong (the token scrubbed).
+    pub error: Error,
+    /// Nothing of a POST reached the connection and the failure may pass (a connect failure).
+    pub retryable: bool,
+}
+
+impl From<Error> for Fail {
+    fn from(error: Error) -> Self {
+        Fail {
+            error,
+            retryable: false,
+        }
+    }
 }
 
 /// One finished attempt, as [`with_retries`] reports it.
@@ -348,28 +326,30 @@ pub(super) fn with_retries(
     options: &Options,
     deadline: Instant,
     token: &str,
-    mut attempt: impl FnMut(Duration) -> Result<Response, ureq::Error>,
+    mut attempt: impl FnMut(Duration) -> Result<Response, Fail>,
     mut report: impl FnMut(&AttemptReport),
 ) -> Result<Response, Error> {
     for n in 1.. {
+        if Cancel::current_cancelled() {
+            return Err(Error::Cancelled);
+        }
         let began = Instant::now();
         let remaining = deadline.saturating_duration_since(began);
         if remaining.is_zero() {
             let timeout = ureq::Error::Timeout(ureq::Timeout::Global);
             return Err(map_error(timeout, options, token));
         }
-        let outcome =
-            attempt(remaining).map_err(|e| (retryable_error(&e), map_error(e, options, token)));
+        let outcome = attempt(remaining);
         let elapsed = began.elapsed();
         let wait = match &outcome {
             Ok(resp) if retryable_status(resp.status, resp.header("x-should-retry")) => {
                 Some(server_wait(resp).unwrap_or_else(|| backoff(n - 1)))
             }
-            Err((true, _)) => Some(backoff(n - 1)),
+            Err(f) if f.retryable => Some(backoff(n - 1)),
             _ => None,
         };
         let retry_in = wait.filter(|w| n <= options.retries && Instant::now() + *w < deadline);
-        let message = outcome.as_ref().err().map(|(_, e)| e.to_string());
+        let message = outcome.as_ref().err().map(|f| f.error.to_string());
         report(&AttemptReport {
             attempt: n,
             response: outcome.as_ref().ok(),
@@ -378,8 +358,19 @@ pub(super) fn with_retries(
             retry_in,
         });
         match retry_in {
-            Some(wait) => std::thread::sleep(wait),
-            None => return outcome.map_err(|(_, e)| e),
+            Some(wait) => {
+                let cancelled = Cancel::with_current(|c| match c {
+                    Some(c) => c.wait(wait),
+                    None => {
+                        std::thread::sleep(wait);
+                        false
+                    }
+                });
+                if cancelled {
+                    return Err(Error::Cancelled);
+                }
+            }
+            None => return outcome.map_err(|f| f.error),
         }
     }
     unreachable!("attempts are counted in u32")
@@ -387,38 +378,52 @@ pub(super) fn with_retries(
 
 /// One attempt: a POST of `body` (a GET when `None`) and the redirects it leads to. 307 and
 /// 308 repeat the request with its body; 301, 302 and 303 continue with a GET (as browsers,
-/// curl and the SDKs do). `Authorization` is only sent to the origin it was given for.
+/// curl and the SDKs do). Each hop takes its own proxy route (`NO_PROXY` applies to the new
+/// host). Across origins only the library's own headers go (no `Authorization`, no other
+/// header of the caller's); a redirect from https to http is refused.
 pub(super) fn exchange(
     agent: &ureq::Agent,
     url: &str,
     headers: &Headers,
     body: Option<&[u8]>,
     options: &Options,
+    token: &str,
     remaining: Duration,
-) -> Result<Response, ureq::Error> {
-    exchange_with(agent, url, headers, body, options, remaining, false)
+) -> Result<Response, Fail> {
+    exchange_with(agent, url, headers, body, options, token, remaining, false)
 }
 
 /// [`exchange`], handing a 2xx event stream over unread when `stream` is set.
+#[allow(clippy::too_many_arguments)]
 fn exchange_with(
     agent: &ureq::Agent,
     url: &str,
     headers: &Headers,
     mut body: Option<&[u8]>,
     options: &Options,
+    token: &str,
     remaining: Duration,
     stream: bool,
-) -> Result<Response, ureq::Error> {
+) -> Result<Response, Fail> {
+    let idempotent = body.is_none();
     let started = Instant::now();
+    let origin = url::Url::parse(url).ok().map(|u| u.origin());
     let mut current = url.to_string();
+    let mut hop_agent = None;
     let mut same_origin = true;
+    connect::begin_request();
     for hop in 0..=MAX_REDIRECTS {
         let left = remaining.saturating_sub(started.elapsed());
         if left.is_zero() {
-            return Err(ureq::Error::Timeout(ureq::Timeout::Global));
+            return Err(fail(
+                ureq::Error::Timeout(ureq::Timeout::Global),
+                options,
+                token,
+                idempotent,
+            ));
         }
         let resp = send_once(
-            agent,
+            hop_agent.as_ref().unwrap_or(agent),
             &current,
             headers,
             body,
@@ -426,7 +431,8 @@ fn exchange_with(
             options,
             left,
             stream,
-        )?;
+        )
+        .map_err(|e| fail(e, options, token, idempotent))?;
         let location = match resp.status {
             301 | 302 | 303 | 307 | 308 => resp.header("location"),
             _ => None,
@@ -435,25 +441,51 @@ fn exchange_with(
             return Ok(resp);
         };
         if hop == MAX_REDIRECTS {
-            return Err(ureq::Error::TooManyRedirects);
+            return Err(fail(
+                ureq::Error::TooManyRedirects,
+                options,
+                token,
+                idempotent,
+            ));
         }
-        let base = url::Url::parse(&current).map_err(|_| ureq::Error::RedirectFailed)?;
-        let next = base
-            .join(location.trim())
-            .map_err(|_| ureq::Error::RedirectFailed)?;
-        if !matches!(next.scheme(), "http" | "https") {
-            return Err(ureq::Error::RedirectFailed);
+        let followed = url::Url::parse(&current)
+            .and_then(|base| base.join(location.trim()))
+            .ok()
+            .filter(|next| matches!(next.scheme(), "http" | "https"));
+        let Some(next) = followed else {
+            return Err(fail(
+                ureq::Error::RedirectFailed,
+                options,
+                token,
+                idempotent,
+            ));
+        };
+        if current.starts_with("https:") && next.scheme() == "http" {
+            return Err(Error::Redirects(
+                "the server redirected an https request to an http URL, where it would travel unencrypted: not followed".to_string(),
+            )
+            .into());
         }
-        same_origin &= next.origin()
-            == url::Url::parse(url)
-                .map_err(|_| ureq::Error::RedirectFailed)?
-                .origin();
+        same_origin &= origin.as_ref() == Some(&next.origin());
         if matches!(resp.status, 301..=303) {
             body = None;
         }
         current = next.into();
+        hop_agent = Some(agent::for_url(&current, options)?);
     }
     unreachable!("the loop returns by its last hop")
+}
+
+/// Maps a ureq failure of an attempt; see [`Fail`].
+fn fail(err: ureq::Error, options: &Options, token: &str, idempotent: bool) -> Fail {
+    if Cancel::current_cancelled() {
+        return Error::Cancelled.into();
+    }
+    let retryable = retryable_error(&err) && (idempotent || !connect::request_sent());
+    Fail {
+        error: map_error(err, options, token),
+        retryable,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -462,7 +494,7 @@ fn send_once(
     url: &str,
     headers: &Headers,
     body: Option<&[u8]>,
-    with_auth: bool,
+    same_origin: bool,
     options: &Options,
     remaining: Duration,
     stream: bool,
@@ -471,7 +503,7 @@ fn send_once(
         req: ureq::RequestBuilder<B>,
         headers: &Headers,
         with_body: bool,
-        with_auth: bool,
+        same_origin: bool,
         options: &Options,
         remaining: Duration,
     ) -> ureq::RequestBuilder<B> {
@@ -481,7 +513,7 @@ fn send_once(
             .timeout_connect(Some(options.connect_timeout))
             .build();
         for (name, value) in headers.iter() {
-            let skip = (!with_auth && name.eq_ignore_ascii_case("authorization"))
+            let skip = (!same_origin && !is_default_header(name))
                 || (!with_body && name.eq_ignore_ascii_case("content-type"));
             if !skip {
                 req = req.header(name, value);
@@ -494,7 +526,7 @@ fn send_once(
             agent.post(url),
             headers,
             true,
-            with_auth,
+            same_origin,
             options,
             remaining,
         )
@@ -503,7 +535,7 @@ fn send_once(
             agent.get(url),
             headers,
             false,
-            with_auth,
+            same_origin,
             options,
             remaining,
         )
@@ -541,21 +573,67 @@ fn send_once(
             stream: Some(EventStream(reader)),
         });
     }
-    // Sized from Content-Length up front: growing a 48 MiB body by doubling costs copies and
-    // page faults (a gzip body's length is a lower bound, still a good start).
-    let expected = resp.body().content_length().unwrap_or(0);
-    let mut body = Vec::with_capacity(expected.min(options.max_response_bytes) as usize);
-    resp.body_mut()
-        .with_config()
-        .limit(options.max_response_bytes)
-        .reader()
-        .read_to_end(&mut body)?;
+    let body = read_body(&mut resp, options.max_response_bytes)?;
     Ok(Response {
         status,
         headers: resp_headers,
         body,
         stream: None,
     })
+}
+
+/// Reads the body, at most `limit` bytes. Content-Length never decides an allocation: a
+/// declared length over the limit is refused before reading, at most [`UPFRONT_RESERVE`] is
+/// reserved before bytes arrive, and the buffer grows (with `try_reserve`: a failed
+/// reservation is `too_large`, not an abort) as bytes arrive, up to the declared length.
+fn read_body(
+    resp: &mut ureq::http::Response<ureq::Body>,
+    limit: u64,
+) -> Result<Vec<u8>, ureq::Error> {
+    let too_large = || ureq::Error::BodyExceedsLimit(limit);
+    // For a gzip body ureq reports no length (it is the encoded size).
+    let declared = resp.body().content_length();
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let cap = declared.unwrap_or(limit).min(limit);
+    let mut body: Vec<u8> = Vec::new();
+    let first = usize::try_from(declared.unwrap_or(0).min(UPFRONT_RESERVE)).unwrap_or(0);
+    body.try_reserve_exact(first).map_err(|_| too_large())?;
+    let mut reader = resp.body_mut().with_config().limit(limit).reader();
+    loop {
+        if body.len() == body.capacity() {
+            // Double, but never past the declared length (or the limit): a truthful server's
+            // body ends in a buffer of exactly its size.
+            let len = body.len() as u64;
+            let grow = len.max(64 * 1024).min(cap.saturating_sub(len)).max(1);
+            let grow = usize::try_from(grow).map_err(|_| too_large())?;
+            body.try_reserve_exact(grow).map_err(|_| too_large())?;
+        }
+        // Into the spare capacity only, without zeroing it first (std's read_to_end), and
+        // without letting read_to_end grow the buffer on its own.
+        let room = (body.capacity() - body.len()) as u64;
+        let n = (&mut reader)
+            .take(room)
+            .read_to_end(&mut body)
+            .map_err(into_ureq)?;
+        if (n as u64) < room {
+            return Ok(body);
+        }
+    }
+}
+
+/// The ureq error inside an I/O error from a body reader, when there is one.
+fn into_ureq(e: io::Error) -> ureq::Error {
+    if e.get_ref().is_some_and(|inner| inner.is::<ureq::Error>()) {
+        match e.into_inner().map(|inner| inner.downcast::<ureq::Error>()) {
+            Some(Ok(err)) => *err,
+            Some(Err(other)) => ureq::Error::Io(io::Error::other(other)),
+            None => ureq::Error::Io(io::Error::other("read failed")),
+        }
+    } else {
+        ureq::Error::Io(e)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,985 @@
+//! Connections under ureq: name resolution, connecting (Happy Eyeballs), and the socket
+//! transport every call's bytes go through.
+//!
+//! ureq keeps the HTTP protocol, the pool, proxies (SOCKS, CONNECT) and TLS; this module
+//! plugs into its `unversioned` connector and resolver hooks (ureq is pinned for them):
+//!
+//! - [`Resolver`]: IP literals without a lookup, names cached for [`DNS_TTL`], resolved on
+//!   the calling thread (no helper thread, no channel: nothing that would keep the library
+//!   loaded after a host unloads it); an address set that could not be connected to at all
+//!   is dropped from the cache.
+//! - [`HappyConnector`]: RFC 8305 connection attempts: the next address starts 250 ms after
+//!   the previous one unless it connected, the first to connect wins, the others are closed.
+//!   Non-blocking sockets and `poll` on the calling thread (Linux); elsewhere one address
+//!   after the other.
+//! - [`Conn`]: the socket transport: the request head and body leave in one send (writes are
+//!   held until the first read), socket timeouts are set only when they change, and the
+//!   pool's liveness probe is one non-blocking peek.
+//! - [`Outer`]: wraps the whole chain: registers every socket a call uses with the call's
+//!   [`Cancel`] token (also pooled connections, on each reuse), and records whether any byte
+//!   of the request itself was handed to the connection ([`request_sent`]), which decides
+//!   whether a failure may be retried.
+
+use super::cancel::Cancel;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver as UreqResolver};
+use ureq::unversioned::transport::time::Duration as UreqDuration;
+use ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, Either, NextTimeout, ShutdownHandle, Transport,
+};
+
+/// Cached name lookups live this long.
+const DNS_TTL: Duration = Duration::from_secs(30);
+/// RFC 8305's "Connection Attempt Delay".
+const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+/// Held request bytes are sent once they reach this much (or at the first read).
+const FLUSH_AT: usize = 64 * 1024;
+
+thread_local! {
+    // Plain `Cell`s of `Copy` data: no destructor, so nothing registered with the C runtime
+    // (see cancel.rs). ureq runs a call on the calling thread, so these follow one call.
+    /// Connectors running on this thread (a CONNECT proxy nests one chain in another).
+    static CONNECTING: Cell<u32> = const { Cell::new(0) };
+    /// Whether request bytes were handed to a connection since [`begin_request`].
+    static SENT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the start of one request on this thread: [`request_sent`] is false until a byte of
+/// it is handed to a connection.
+pub(super) fn begin_request() {
+    let _ = CONNECTING.try_with(|c| c.set(0));
+    let _ = SENT.try_with(|c| c.set(false));
+}
+
+/// Whether any byte of the request begun by [`begin_request`] was handed to a connection
+/// (the TLS handshake and a proxy's CONNECT do not count; the request head does).
+pub(super) fn request_sent() -> bool {
+    SENT.try_with(Cell::get).unwrap_or(true)
+}
+
+/// Process-wide test hook: names resolved to fixed loopback addresses.
+static TEST_HOSTS: Mutex<Option<HashMap<String, Vec<SocketAddr>>>> = Mutex::new(None);
+
+/// Test hook: from now on, `host` resolves to `addrs`, in this order (loopback addresses
+/// only; anything else is refused with `false`). An empty list removes the entry.
+#[doc(hidden)]
+pub fn resolve_for_tests(host: &str, addrs: &[SocketAddr]) -> bool {
+    if !addrs.iter().all(|a| a.ip().is_loopback()) {
+        return false;
+    }
+    let mut hosts = TEST_HOSTS.lock().unwrap_or_else(|e| e.into_inner());
+    let map = hosts.get_or_insert_with(HashMap::new);
+    if addrs.is_empty() {
+        map.remove(&host.to_ascii_lowercase());
+    } else {
+        map.insert(host.to_ascii_lowercase(), addrs.to_vec());
+    }
+    true
+}
+
+/// Frees process-wide state of this module (the test hook's map).
+pub(super) fn release() {
+    let taken = TEST_HOSTS.lock().unwrap_or_else(|e| e.into_inner()).take();
+    drop(taken);
+}
+
+/// The name cache shared by an agent's resolver and connector.
+#[derive(Debug, Default)]
+pub(super) struct DnsCache(Mutex<HashMap<(String, u16), (Instant, ResolvedSocketAddrs)>>);
+
+impl DnsCache {
+    fn get(&self, key: &(String, u16)) -> Option<ResolvedSocketAddrs> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key)
+            .filter(|(at, _)| at.elapsed() < DNS_TTL)
+            .map(|(_, addrs)| addrs.clone())
+    }
+
+    fn put(&self, key: (String, u16), addrs: ResolvedSocketAddrs) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, (at, _)| at.elapsed() < DNS_TTL);
+        map.insert(key, (Instant::now(), addrs));
+    }
+
+    /// Drops `host:port`'s cached addresses (none of them could be connected to).
+    fn forget(&self, uri: &Uri) {
+        if let Some(key) = host_port(uri) {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        }
+    }
+}
+
+/// `(host, port)` of an http(s)/socks URI, the host lowercase and without IPv6 brackets.
+fn host_port(uri: &Uri) -> Option<(String, u16)> {
+    let authority = uri.authority()?;
+    let port = authority.port_u16().or(match uri.scheme_str()? {
+        "http" => Some(80),
+        "https" => Some(443),
+        "socks4" | "socks4a" | "socks5" | "socks5h" => Some(1080),
+        _ => None,
+    })?;
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    Some((host.to_ascii_lowercase(), port))
+}
+
+/// Resolves IP literals without a lookup, test names from [`resolve_for_tests`], and other
+/// names with the system resolver on the calling thread, cached for [`DNS_TTL`].
+#[derive(Debug)]
+pub(super) struct Resolver {
+    pub cache: Arc<DnsCache>,
+}
+
+impl UreqResolver for Resolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &ureq::config::Config,
+        _timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let Some((host, port)) = host_port(uri) else {
+            return Err(ureq::Error::BadUri(
+                "the URL has no host or a scheme without a known port".to_string(),
+            ));
+        };
+        let mut out = self.empty();
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            out.push(SocketAddr::new(ip, port));
+            return Ok(out);
+        }
+        if let Some(addrs) = TEST_HOSTS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|m| m.get(&host))
+        {
+            for a in addrs {
+                let port = if a.port() == 0 { port } else { a.port() };
+                if out.try_push(SocketAddr::new(a.ip(), port)).is_err() {
+                    break;
+                }
+            }
+            return Ok(out);
+        }
+        let key = (host, port);
+        if let Some(addrs) = self.cache.get(&key) {
+            return Ok(addrs);
+        }
+        // Blocking getaddrinfo on this thread. ureq's resolver would run it on a new thread
+        // with a channel to honour the timeout; that thread's channel leaves a thread-local
+        // destructor behind, which keeps the library loaded after the host unloads it.
+        let found = (key.0.as_str(), key.1).to_socket_addrs()?;
+        let family = config.ip_family();
+        for addr in family.keep_wanted(found) {
+            if out.try_push(addr).is_err() {
+                break;
+            }
+        }
+        if out.is_empty() {
+            return Err(ureq::Error::HostNotFound);
+        }
+        self.cache.put(key, out.clone());
+        Ok(out)
+    }
+}
+
+/// A blocking socket with our I/O rules (see the module docs).
+pub(super) struct Conn {
+    /// In an `Arc` so that cancel and ureq's shutdown can reach it (weakly) from another thread.
+    stream: Arc<TcpStream>,
+    buffers: ConnBuffers,
+    /// The timeouts set on the socket now (`None`: blocking without limit).
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+    /// The last operation was a read: the pool's probe right after a response is skipped
+    /// (the probe before the next reuse still runs).
+    just_read: bool,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("peer", &self.stream.peer_addr().ok())
+            .finish()
+    }
+}
+
+impl Conn {
+    fn new(stream: TcpStream, input_size: usize, output_size: usize) -> Conn {
+        Conn {
+            stream: Arc::new(stream),
+            buffers: ConnBuffers::new(input_size, output_size),
+            read_timeout: None,
+            write_timeout: None,
+            just_read: false,
+        }
+    }
+
+    /// Writes the held output.
+    fn flush(&mut self, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        if self.buffers.pending == 0 {
+            return Ok(());
+        }
+        let timeout = timeout.for_write();
+        if timeout.after.is_zero() {
+            return Err(ureq::Error::Timeout(timeout.reason));
+        }
+        let wanted = timeout.not_zero().map(|d| *d);
+        if timeout_changed(self.write_timeout, wanted) {
+            self.stream.set_write_timeout(wanted)?;
+            self.write_timeout = wanted;
+        }
+        let pending = self.buffers.pending;
+        self.buffers.pending = 0;
+        match (&*self.stream).write_all(&self.buffers.output[..pending]) {
+            Ok(()) => Ok(()),
+            Err(e) if is_timeout(&e) => Err(ureq::Error::Timeout(timeout.reason)),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Whether the socket's timeout `current` must be replaced to give `wanted`: never when it is
+/// not shorter than wanted and at most 1% (at most 500 ms) longer. The remaining time of a
+/// call shrinks on every read; setting it each time costs a system call per read.
+fn timeout_changed(current: Option<Duration>, wanted: Option<Duration>) -> bool {
+    match (current, wanted) {
+        (None, None) => false,
+        (Some(cur), Some(want)) => {
+            let slack = (want / 100).clamp(Duration::from_millis(1), Duration::from_millis(500));
+            cur < want || cur - want > slack
+        }
+        _ => true,
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
+}
+
+impl Transport for Conn {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        &mut self.buffers
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        self.just_read = false;
+        self.buffers.pending += amount;
+        if self.buffers.pending >= FLUSH_AT {
+            self.flush(timeout)?;
+        }
+        Ok(())
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.flush(timeout)?;
+        let timeout = timeout.for_read();
+        if timeout.after.is_zero() {
+            return Err(ureq::Error::Timeout(timeout.reason));
+        }
+        let wanted = timeout.not_zero().map(|d| *d);
+        if timeout_changed(self.read_timeout, wanted) {
+            self.stream.set_read_timeout(wanted)?;
+            self.read_timeout = wanted;
+        }
+        let started = Instant::now();
+        let input = self.buffers.input_append_buf();
+        let amount = loop {
+            match (&*self.stream).read(input) {
+                Ok(n) => break n,
+                // Linux does not restart socket reads that have a timeout after a signal.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    if wanted.is_some_and(|w| started.elapsed() >= w) {
+                        return Err(ureq::Error::Timeout(timeout.reason));
+                    }
+                }
+                Err(e) if is_timeout(&e) => return Err(ureq::Error::Timeout(timeout.reason)),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        self.buffers.input_appended(amount);
+        self.just_read = true;
+        Ok(amount > 0)
+    }
+
+    fn is_open(&mut self) -> bool {
+        if std::mem::take(&mut self.just_read) {
+            return true;
+        }
+        probe(&self.stream)
+    }
+}
+
+/// Whether an idle connection is still usable: nothing to read, and not closed.
+#[cfg(unix)]
+fn probe(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    // SAFETY: a valid socket and a 1-byte buffer we own.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && {
+        let e = io::Error::last_os_error();
+        e.kind() == io::ErrorKind::WouldBlock
+    }
+}
+
+#[cfg(not(unix))]
+fn probe(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let open = matches!(stream.peek(&mut [0u8]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+    stream.set_nonblocking(false).is_ok() && open
+}
+
+/// ureq's buffer contract (see `LazyBuffers`), with output that accumulates: `output()` is
+/// the free space after the bytes held for sending.
+struct ConnBuffers {
+    input_size: usize,
+    output_size: usize,
+    input: Vec<u8>,
+    filled: usize,
+    consumed: usize,
+    output: Vec<u8>,
+    /// Bytes at the start of `output` not sent yet.
+    pending: usize,
+    progress: bool,
+}
+
+impl ConnBuffers {
+    fn new(input_size: usize, output_size: usize) -> Self {
+        ConnBuffers {
+            input_size: input_size.max(1),
+            output_size: output_size.max(FLUSH_AT * 2),
+            input: Vec::new(),
+            filled: 0,
+            consumed: 0,
+            output: Vec::new(),
+            pending: 0,
+            progress: false,
+        }
+    }
+
+    fn ensure(&mut self) {
+        if self.output.len() < self.output_size {
+            self.output.resize(self.output_size, 0);
+        }
+        if self.input.len() < self.input_size {
+            self.input.resize(self.input_size, 0);
+        }
+    }
+
+    fn free_input(&mut self) -> &mut [u8] {
+        if self.consumed == self.filled {
+            self.consumed = 0;
+            self.filled = 0;
+        } else if self.consumed > 0 && self.filled > self.input.len() / 2 {
+            self.input.copy_within(self.consumed..self.filled, 0);
+            self.filled -= self.consumed;
+            self.consumed = 0;
+        }
+        &mut self.input[self.filled..]
+    }
+}
+
+impl Buffers for ConnBuffers {
+    fn output(&mut self) -> &mut [u8] {
+        self.ensure();
+        &mut self.output[self.pending..]
+    }
+
+    fn input(&self) -> &[u8] {
+        &self.input[self.consumed..self.filled]
+    }
+
+    fn input_append_buf(&mut self) -> &mut [u8] {
+        self.ensure();
+        self.free_input()
+    }
+
+    fn input_appended(&mut self, amount: usize) {
+        self.filled = (self.filled + amount).min(self.input.len());
+    }
+
+    fn input_consume(&mut self, amount: usize) {
+        self.progress = amount > 0;
+        self.consumed = (self.consumed + amount).min(self.filled);
+    }
+
+    fn tmp_and_output(&mut self) -> (&mut [u8], &mut [u8]) {
+        self.ensure();
+        const MIN_TMP: usize = 10 * 1024;
+        if self.input.len() - self.filled < MIN_TMP {
+            let len = self.filled + MIN_TMP;
+            self.input.resize(len, 0);
+        }
+        let tmp = &mut self.input[self.filled..];
+        (tmp, &mut self.output[self.pending..])
+    }
+
+    fn can_use_input(&self) -> bool {
+        self.consumed < self.filled && self.progress
+    }
+}
+
+/// Opens direct TCP connections (Happy Eyeballs); passes a SOCKS connection made before it
+/// through.
+#[derive(Debug)]
+pub(super) struct HappyConnector {
+    pub cache: Arc<DnsCache>,
+}
+
+impl<In: Transport> Connector<In> for HappyConnector {
+    type Out = Either<In, Conn>;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        chained: Option<In>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        if let Some(t) = chained {
+            return Ok(Some(Either::A(t)));
+        }
+        let deadline = match details.timeout.after {
+            UreqDuration::Exact(d) => Some(Instant::now() + d),
+            UreqDuration::NotHappening => None,
+        };
+        let stream = match connect_any(&details.addrs, deadline) {
+            Ok(s) => s,
+            Err(e) => {
+                details_failed(&self.cache, details);
+                return Err(match e.kind() {
+                    io::ErrorKind::TimedOut => ureq::Error::Timeout(details.timeout.reason),
+                    _ => ureq::Error::Io(e),
+                });
+            }
+        };
+        if details.config.no_delay() {
+            stream.set_nodelay(true)?;
+        }
+        let conn = Conn::new(
+            stream,
+            details.config.input_buffer_size(),
+            details.config.output_buffer_size(),
+        );
+        let handle = Arc::downgrade(&conn.stream) as Weak<dyn ShutdownHandle>;
+        (details.register_shutdown)(handle)?;
+        Ok(Some(Either::B(conn)))
+    }
+}
+
+fn details_failed(cache: &DnsCache, details: &ConnectionDetails) {
+    cache.forget(details.uri);
+}
+
+/// Orders addresses as RFC 8305 section 4: families interleaved, starting with the first's.
+fn interleave(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+    let Some(first) = addrs.first() else {
+        return Vec::new();
+    };
+    let (mut same, mut other): (Vec<_>, Vec<_>) =
+        addrs.iter().partition(|a| a.is_ipv6() == first.is_ipv6());
+    same.reverse();
+    other.reverse();
+    let mut out = Vec::with_capacity(addrs.len());
+    while let Some(a) = same.pop() {
+        out.push(a);
+        if let Some(b) = other.pop() {
+            out.push(b);
+        }
+    }
+    out.extend(other.into_iter().rev());
+    out
+}
+
+/// Connects to the first of `addrs` that answers (see [`HappyConnector`]). A cancelled call
+/// stops waiting within 50 ms.
+fn connect_any(addrs: &[SocketAddr], deadline: Option<Instant>) -> io::Result<TcpStream> {
+    let order = interleave(addrs);
+    if order.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            "the name resolved to no address",
+        ));
+    }
+    imp::connect_any(&order, deadline)
+}
+
+fn cancelled_error() -> io::Error {
+    io::Error::new(io::ErrorKind::Interrupted, "the call was cancelled")
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod imp {
+    use super::{cancelled_error, Cancel, ATTEMPT_DELAY};
+    use std::io;
+    use std::net::{SocketAddr, TcpStream};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::time::{Duration, Instant};
+
+    /// One connection attempt in flight.
+    struct Attempt {
+        fd: OwnedFd,
+    }
+
+    /// Starts a non-blocking connect to `addr`: `Ok(Some)` in progress, `Ok(None)` is not
+    /// possible (connected at once is returned as in progress and seen by poll).
+    fn start(addr: &SocketAddr) -> io::Result<Attempt> {
+        let family = if addr.is_ipv6() {
+            libc::AF_INET6
+        } else {
+            libc::AF_INET
+        };
+        // SAFETY: plain socket(2); the result is checked.
+        let raw = unsafe {
+            libc::socket(
+                family,
+                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a new descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let (storage, len) = sockaddr(addr);
+        // SAFETY: `storage` holds a sockaddr of `len` bytes for this family.
+        let rc = unsafe {
+            libc::connect(
+                fd.as_raw_fd(),
+                (&storage as *const libc::sockaddr_storage).cast(),
+                len,
+            )
+        };
+        if rc == 0 {
+            return Ok(Attempt { fd });
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EINPROGRESS) {
+            Ok(Attempt { fd })
+        } else {
+            Err(e)
+        }
+    }
+
+    fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        match addr {
+            SocketAddr::V4(a) => {
+                // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+                let sin = unsafe {
+                    &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+                };
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr = libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                };
+                (storage, std::mem::size_of::<libc::sockaddr_in>() as _)
+            }
+            SocketAddr::V6(a) => {
+                // SAFETY: as above, for sockaddr_in6.
+                let sin6 = unsafe {
+                    &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+                };
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_addr = libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                };
+                sin6.sin6_flowinfo = a.flowinfo();
+                sin6.sin6_scope_id = a.scope_id();
+                (storage, std::mem::size_of::<libc::sockaddr_in6>() as _)
+            }
+        }
+    }
+
+    /// The socket's pending error (0: connected).
+    fn socket_error(fd: &OwnedFd) -> i32 {
+        let mut err: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: valid descriptor, an int-sized out buffer.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut err as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO)
+        } else {
+            err
+        }
+    }
+
+    pub(super) fn connect_any(
+        order: &[SocketAddr],
+        deadline: Option<Instant>,
+    ) -> io::Result<TcpStream> {
+        let mut next = 0;
+        let mut next_at = Instant::now();
+        let mut live: Vec<Attempt> = Vec::with_capacity(2);
+        let mut last_err: Option<io::Error> = None;
+        let mut polls: Vec<libc::pollfd> = Vec::with_capacity(2);
+        loop {
+            if Cancel::current_cancelled() {
+                return Err(cancelled_error());
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no address accepted a connection in time",
+                ));
+            }
+            // Start the next address when its turn has come, or at once when nothing is in
+            // flight (the previous attempt failed).
+            if next < order.len() && (live.is_empty() || now >= next_at) {
+                let addr = &order[next];
+                next += 1;
+                match start(addr) {
+                    Ok(a) => {
+                        live.push(a);
+                        next_at = now + ATTEMPT_DELAY;
+                    }
+                    Err(e) => last_err = Some(e),
+                }
+                continue;
+            }
+            if live.is_empty() {
+                return Err(last_err.unwrap_or_else(|| {
+                    io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused")
+                }));
+            }
+            let mut wait = deadline.map_or(Duration::from_secs(3600), |d| d - now);
+            if next < order.len() {
+                wait = wait.min(next_at.saturating_duration_since(now));
+            }
+            if Cancel::with_current(|c| c.is_some()) {
+                wait = wait.min(Duration::from_millis(50));
+            }
+            polls.clear();
+            polls.extend(live.iter().map(|a| libc::pollfd {
+                fd: a.fd.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            }));
+            let ms = wait.as_millis().min(i32::MAX as u128) as i32;
+            let ms = if ms == 0 && !wait.is_zero() { 1 } else { ms };
+            // SAFETY: `polls` holds `polls.len()` initialised entries.
+            let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, ms) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            // Collect the finished attempts (back to front, so removals keep indices).
+            for i in (0..polls.len()).rev() {
+                if polls[i].revents == 0 {
+                    continue;
+                }
+                let attempt = live.remove(i);
+                match socket_error(&attempt.fd) {
+                    0 => {
+                        // The winner; the others close when `live` drops.
+                        let stream = TcpStream::from(attempt.fd);
+                        stream.set_nonblocking(false)?;
+                        return Ok(stream);
+                    }
+                    err => {
+                        last_err = Some(io::Error::from_raw_os_error(err));
+                        // The next address need not wait for its turn.
+                        next_at = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+mod imp {
+    use super::{cancelled_error, Cancel};
+    use std::io;
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::{Duration, Instant};
+
+    /// One address after the other, each given an equal share of the time left (no
+    /// non-blocking connect in std to race them).
+    pub(super) fn connect_any(
+        order: &[SocketAddr],
+        deadline: Option<Instant>,
+    ) -> io::Result<TcpStream> {
+        let mut last_err = None;
+        for (i, addr) in order.iter().enumerate() {
+            if Cancel::current_cancelled() {
+                return Err(cancelled_error());
+            }
+            let left = order.len() - i;
+            let result = match deadline {
+                Some(d) => {
+                    let rest = d.saturating_duration_since(Instant::now());
+                    if rest.is_zero() {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                    TcpStream::connect_timeout(
+                        addr,
+                        (rest / left as u32).max(Duration::from_millis(10)),
+                    )
+                }
+                None => TcpStream::connect(addr),
+            };
+            match result {
+                Ok(s) => return Ok(s),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into()))
+    }
+}
+
+/// Wraps ureq's connector chain: see the module docs.
+#[derive(Debug)]
+pub(super) struct Outer<C>(pub C);
+
+type RegisterFn = dyn Fn(Weak<dyn ShutdownHandle>) -> Result<(), ureq::Error> + Send + Sync;
+
+impl<C, T> Connector<()> for Outer<C>
+where
+    C: Connector<(), Out = T>,
+    T: Transport,
+{
+    type Out = Tracked<T>;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        _chained: Option<()>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        let handles: Arc<Mutex<Vec<Weak<dyn ShutdownHandle>>>> = Arc::default();
+        let forward = details.register_shutdown.clone();
+        let seen = handles.clone();
+        // Every socket the chain opens (ours, SOCKS, the CONNECT proxy's) is registered with
+        // the call's token at once, so a cancel also ends a handshake.
+        let register: Arc<RegisterFn> = Arc::new(move |handle| {
+            Cancel::with_current(|c| {
+                if let Some(c) = c {
+                    c.register_handle(&handle)
+                }
+            });
+            seen.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(handle.clone());
+            forward(handle)
+        });
+        let inner = ConnectionDetails {
+            uri: details.uri,
+            addrs: details.addrs.clone(),
+            config: details.config,
+            request_level: details.request_level,
+            resolver: details.resolver,
+            now: details.now,
+            timeout: details.timeout,
+            current_time: details.current_time.clone(),
+            run_connector: details.run_connector.clone(),
+            register_shutdown: register,
+        };
+        let _ = CONNECTING.try_with(|c| c.set(c.get() + 1));
+        let result = self.0.connect(&inner, None);
+        let _ = CONNECTING.try_with(|c| c.set(c.get().saturating_sub(1)));
+        let Some(transport) = result? else {
+            return Ok(None);
+        };
+        let handles = std::mem::take(&mut *handles.lock().unwrap_or_else(|e| e.into_inner()));
+        Ok(Some(Tracked {
+            inner: transport,
+            handles,
+            token: Cancel::current(),
+        }))
+    }
+}
+
+/// A connection as a call sees it: see [`Outer`].
+#[derive(Debug)]
+pub(super) struct Tracked<T> {
+    inner: T,
+    /// The sockets under this connection.
+    handles: Vec<Weak<dyn ShutdownHandle>>,
+    /// The token they were last registered with.
+    token: Option<Cancel>,
+}
+
+impl<T> Tracked<T> {
+    /// Registers the sockets with the current call's token when not done for it yet.
+    fn track(&mut self) {
+        let handles = &self.handles;
+        let token = &mut self.token;
+        Cancel::with_current(|current| match current {
+            Some(c) if !token.as_ref().is_some_and(|t| t.same(c)) => {
+                for h in handles {
+                    c.register_handle(h);
+                }
+                *token = Some(c.clone());
+            }
+            _ => {}
+        });
+    }
+}
+
+impl<T: Transport> Transport for Tracked<T> {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.inner.buffers()
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        self.track();
+        if CONNECTING.try_with(Cell::get).unwrap_or(0) == 0 {
+            let _ = SENT.try_with(|s| s.set(true));
+        }
+        self.inner.transmit_output(amount, timeout)
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.track();
+        self.inner.await_input(timeout)
+    }
+
+    fn maybe_await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.track();
+        self.inner.maybe_await_input(timeout)
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.inner.is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.inner.is_tls()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_interleave_starting_with_the_first() {
+        let a: Vec<SocketAddr> = [
+            "[::1]:1",
+            "[::2]:1",
+            "127.0.0.1:1",
+            "[::3]:1",
+            "127.0.0.2:1",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let got: Vec<String> = interleave(&a).iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            got,
+            [
+                "[::1]:1",
+                "127.0.0.1:1",
+                "[::2]:1",
+                "127.0.0.2:1",
+                "[::3]:1"
+            ]
+        );
+    }
+
+    #[test]
+    fn socket_timeouts_change_only_when_needed() {
+        let s = Duration::from_secs;
+        assert!(!timeout_changed(None, None));
+        assert!(timeout_changed(None, Some(s(5))));
+        assert!(timeout_changed(Some(s(5)), None));
+        // Shorter than wanted: a read could time out early.
+        assert!(timeout_changed(Some(s(4)), Some(s(5))));
+        // Slightly longer: kept.
+        assert!(!timeout_changed(
+            Some(s(3600)),
+            Some(s(3600) - Duration::from_millis(3))
+        ));
+        assert!(timeout_changed(Some(s(3600)), Some(s(3598))));
+        assert!(timeout_changed(
+            Some(s(2)),
+            Some(Duration::from_millis(1900))
+        ));
+    }
+
+    #[test]
+    fn request_bytes_are_held_until_the_first_read_and_leave_in_one_send() {
+        use std::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let mut conn = Conn::new(client, 16 * 1024, 128 * 1024);
+        let timeout = NextTimeout {
+            after: UreqDuration::Exact(Duration::from_secs(5)),
+            reason: ureq::Timeout::Global,
+            per_read: None,
+            per_write: None,
+        };
+        for part in [&b"POST / HTTP/1.1\r\n\r\n"[..], b"{\"n\":1}"] {
+            let out = conn.buffers().output();
+            out[..part.len()].copy_from_slice(part);
+            conn.transmit_output(part.len(), timeout).unwrap();
+        }
+        let mut buf = [0u8; 256];
+        let held = server.read(&mut buf);
+        assert!(
+            matches!(&held, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "sent before the read: {held:?}"
+        );
+        server.write_all(b"HTTP/1.1 200 OK\r\n").unwrap();
+        assert!(conn.await_input(timeout).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+        let n = server.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"POST / HTTP/1.1\r\n\r\n{\"n\":1}");
+    }
+
+    #[test]
+    fn a_forgotten_address_set_is_resolved_again() {
+        let cache = DnsCache::default();
+        let uri: Uri = "http://example.test:8080/x".parse().unwrap();
+        let key = host_port(&uri).unwrap();
+        assert_eq!(key, ("example.test".to_string(), 8080));
+        let mut addrs = ResolvedSocketAddrs::from_fn(|_| "0.0.0.0:0".parse().unwrap());
+        addrs.push("127.0.0.1:8080".parse().unwrap());
+        cache.put(key.clone(), addrs);
+        assert!(cache.get(&key).is_some());
+        cache.forget(&uri);
+        assert!(cache.get(&key).is_none());
+    }
+}
