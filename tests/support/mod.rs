@@ -145,3 +145,69 @@ pub fn require_tool(name: &str) {
         "{name} is required for this test (CI installs it: see .ci/run)"
     );
 }
+
+/// Reports a test that cannot run on this machine: prints `SKIPPED: <test>: <reason>` on the
+/// terminal (past `cargo test`'s output capture, so it shows even when the test passes;
+/// `scripts/test.sh` lists these lines at the end), or, with `OPI_NO_SKIP=1`, fails the test.
+/// The caller returns right after.
+pub fn skipped(reason: &str) {
+    use std::io::Write;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    assert!(
+        std::env::var_os("OPI_NO_SKIP").is_none_or(|v| v != "1"),
+        "{test} cannot run (OPI_NO_SKIP=1): {reason}"
+    );
+    let line = format!("SKIPPED: {test}: {reason}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// `Ok(())` when `name` is on PATH, else why not (with the Debian package to install).
+pub fn have_tool(name: &str, package: &str) -> Result<(), String> {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} is not installed (Debian: {package}; scripts/test.sh installs it)"
+        ))
+    }
+}
+
+/// `Ok(())` when the Rust target `triple` is installed, else why not.
+pub fn have_rust_target(triple: &str) -> Result<(), String> {
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    if Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(triple)
+        .is_dir()
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "the Rust target {triple} is not installed (rustup target add {triple})"
+        ))
+    }
+}
+
+/// Unwraps a `Result<T, String>` whose error says why the test cannot run here: reports the
+/// skip (see [`skipped`]) and returns from the test.
+#[macro_export]
+macro_rules! or_skip {
+    ($result:expr) => {
+        match $result {
+            Ok(value) => value,
+            Err(reason) => {
+                support::skipped(&reason);
+                return;
+            }
+        }
+    };
+}
