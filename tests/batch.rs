@@ -184,3 +184,33 @@ fn a_cancelled_batch_cancels_the_items_not_yet_run() {
     assert_eq!(r[7]["error"]["code"], "cancelled");
     assert!(server.requests().len() < 8);
 }
+
+#[test]
+fn cancel_reaches_calls_blocked_in_every_worker() {
+    let server = TestServer::start(|_, _| Action::Hang(Duration::from_secs(20)));
+    let url = server.url();
+    let options = Options::parse(r#"{"parallel": 4, "retries": 0}"#).unwrap();
+    let token = Cancel::new();
+    let t = token.clone();
+    let started = Instant::now();
+    let result = std::thread::scope(|s| {
+        let worker =
+            s.spawn(|| token.scope(|| get_images_batch(&request(&url), &eight(), &options)));
+        std::thread::sleep(Duration::from_millis(300));
+        t.cancel();
+        worker.join().unwrap()
+    });
+    let took = started.elapsed();
+    eprintln!(
+        "batch cancelled after {:.0} ms",
+        took.as_secs_f64() * 1000.0
+    );
+    let json = parse(&result);
+    let r = json["results"].as_array().unwrap();
+    assert!(
+        r.iter().all(|item| item["error"]["code"] == "cancelled"),
+        "{result}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(server.requests().len() <= 4);
+}

@@ -496,3 +496,56 @@ fn the_token_echoed_in_an_event_never_reaches_the_caller() {
     assert!(!result.contains("sk-test-stream-token"));
     assert_eq!(seen[0].json["note"], "Bearer ***");
 }
+
+#[test]
+fn cancel_from_another_thread_while_the_read_is_blocked() {
+    let partial = b64(&png(8, 8));
+    let first = event(
+        "image_generation.partial_image",
+        &partial_json(0, &partial),
+        "\n",
+    );
+    let server = SseServer::start(move |_| {
+        vec![
+            Step::Write(sse_head()),
+            Step::Write(first.clone().into_bytes()),
+            Step::Sleep(Duration::from_secs(20)),
+        ]
+    });
+    let token = Cancel::new();
+    let url = server.url();
+    let t = token.clone();
+    let (result, seen, cancelled_at) = std::thread::scope(|s| {
+        let worker = s.spawn(|| token.scope(|| call(&url, &Options::default())));
+        // The first event arrives at once; then the call waits in a read.
+        std::thread::sleep(Duration::from_millis(300));
+        let cancelled_at = Instant::now();
+        t.cancel();
+        let (result, seen) = worker.join().unwrap();
+        (result, seen, cancelled_at)
+    });
+    let returned = cancelled_at.elapsed();
+    assert_eq!(
+        error_code(&result).as_deref(),
+        Some("cancelled"),
+        "{result}"
+    );
+    assert_eq!(seen.len(), 1);
+    eprintln!(
+        "blocked read: returned {:.1} ms after cancel",
+        returned.as_secs_f64() * 1000.0
+    );
+    assert!(returned < Duration::from_secs(3), "{returned:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.closed().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let closed = *server
+        .closed()
+        .first()
+        .expect("the server saw the connection closed");
+    eprintln!(
+        "blocked read: connection closed {:.1} ms after cancel",
+        closed.saturating_duration_since(cancelled_at).as_secs_f64() * 1000.0
+    );
+}
