@@ -157,12 +157,19 @@ fn handle(
     let changed_json;
     let json: &str = match &file {
         Some(path) => {
-            let mut shown = fields.clone();
-            if drop_b64 {
-                shown.remove("b64_json");
+            // Shown with "file" (and without the base64 with drop_b64), without copying the
+            // megabytes of base64 the fields hold.
+            let aside = if drop_b64 {
+                fields.remove("b64_json")
+            } else {
+                None
+            };
+            fields.insert("file".into(), Value::String(path_text(path)));
+            changed_json = serde_json::to_string(&fields).unwrap_or_default();
+            fields.remove("file");
+            if let Some(b64) = aside {
+                fields.insert("b64_json".into(), b64);
             }
-            shown.insert("file".into(), Value::String(path_text(path)));
-            changed_json = Value::Object(shown).to_string();
             &changed_json
         }
         None => &event.data,
