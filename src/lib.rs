@@ -12,16 +12,19 @@
 //!
 //! ## The result contract
 //! Every call returns JSON text; a caller checks one key, `error`:
-//! - a JSON body, whatever the HTTP status: that body byte for byte (after gzip decoding), so
-//!   API errors come back as the server's `{"error": {...}}`, as in OPI;
-//! - an empty body: `{}`;
+//! - a JSON body, whatever the HTTP status: that body byte for byte (after gzip decoding,
+//!   without a leading byte-order mark, an echoed token replaced by `***` inside its strings),
+//!   so API errors come back as the server's `{"error": {...}}`, as in OPI;
+//! - an empty body: `{}` after a 2xx, else `{"error": {"type": "opi_invalid_response",
+//!   "code": "empty_body", "message", "status", "content_type"}}`;
 //! - a body that is not JSON or not UTF-8: `{"error": {"type": "opi_invalid_response", "code":
 //!   "not_json", "message", "status", "content_type", "body": <at most 2 KiB, lossy UTF-8>}}`;
 //! - a local failure: `{"error": {"type": "opi_client_error", "code": invalid_argument | dns |
 //!   connect | tls | timeout | too_large | redirects | io, "param": <argument or null>,
 //!   "message": <one sentence>}}`.
 //!
-//! The token never appears in a result.
+//! Every result is valid JSON. A token of at least [`MIN_SCRUBBED_TOKEN`] bytes never appears
+//! in a result's strings (see [`redact`] and the README for the rule and its limits).
 
 #![warn(missing_docs)]
 
@@ -30,6 +33,10 @@
 mod addin;
 mod capi;
 mod core;
+// Internals for the fuzz targets in fuzz/ (and their properties); not part of the API. The
+// streaming parser's target goes here too.
+#[doc(hidden)]
+pub mod fuzzing;
 
 #[doc(hidden)]
 pub use crate::core::connect::resolve_for_tests;
@@ -39,6 +46,17 @@ pub use crate::core::{
     ImageRequest, Options, StreamEvent, TraceEvent, USER_AGENT, VERSION,
 };
 pub use crate::core::{ResponseShape, TLS_VERIFY_OFF};
+
+/// The library's one redaction rule applied to plain text (a message, a header, a log line):
+/// when `token` has at least [`MIN_SCRUBBED_TOKEN`] bytes, every occurrence is replaced by
+/// `***`; a shorter token is left (it cannot be told from ordinary words). Results get the
+/// same rule inside their JSON strings, escapes decoded. Front ends (`oint --debug`) use it.
+pub fn redact(text: &str, token: &str) -> String {
+    crate::core::error::redact(text, token)
+}
+
+/// See [`redact`].
+pub use crate::core::error::MIN_SCRUBBED_TOKEN;
 
 /// OPI's `GetImages(URL, Token, Model, Description, AdditionalHeaders)` with default options:
 /// the result JSON (see the crate docs for the contract).

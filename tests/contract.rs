@@ -51,7 +51,7 @@ fn assert_valid(name: &str, instance: &Value) {
 /// the server received, parsed.
 fn body_sent(model: &str, descr: &str) -> Value {
     let server = TestServer::start(images_handler());
-    let result = opi_openai::get_images(&server.url(), "sk-test", model, descr, "");
+    let result = support::get_images(&server.url(), "sk-test", model, descr, "");
     let answer = support::parse(&result);
     assert!(answer.get("error").is_none(), "the call failed: {result}");
     let requests: Vec<Recorded> = server.requests();
@@ -236,7 +236,7 @@ fn spec_example_responses_come_back_byte_for_byte_and_valid() {
     for (from, text) in examples {
         let bytes = text.clone();
         let server = TestServer::start(move |_, _| Action::Reply(Reply::json(200, bytes.clone())));
-        let result = opi_openai::get_images(
+        let result = support::get_images(
             &server.url(),
             "sk-test",
             "gpt-image-1.5",
@@ -260,7 +260,7 @@ fn spec_example_responses_come_back_byte_for_byte_and_valid() {
 fn local_image_server_answer_is_a_valid_images_response() {
     // The answer the benchmark and the examples use is itself within the contract.
     let server = TestServer::start(images_handler());
-    let result = opi_openai::get_images(
+    let result = support::get_images(
         &server.url(),
         "",
         "dall-e-3",

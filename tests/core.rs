@@ -3,10 +3,10 @@
 
 mod support;
 
-use opi_openai::{get_images, get_images_ex, ImageRequest};
+use opi_openai::ImageRequest;
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use support::{error_code, parse, Action, Reply, TestServer};
+use support::{error_code, get_images, get_images_ex, parse, Action, Reply, TestServer};
 
 const OK: &str =
     r#"{"created":1750098846,"data":[{"revised_prompt":"r","url":"https://x/y.png"}]}"#;
@@ -373,6 +373,63 @@ fn contract_a_json_body_returned_byte_for_byte_whatever_the_status() {
 fn contract_b_empty_body_is_empty_object() {
     let server = TestServer::start(|_, _| Action::Reply(Reply::json(200, "")));
     assert_eq!(get_images(&server.url(), "", "", SEED_DESCR, ""), "{}");
+}
+
+#[test]
+fn contract_b_empty_body_after_an_error_status_is_an_empty_body_error() {
+    // A 2xx empty body is `{}`; any other status with an empty body must not look like
+    // success to a caller that checks `error`.
+    for (status, body) in [
+        (500u16, ""),
+        (401, ""),
+        (404, "  \r\n"),
+        (302, ""),
+        (429, ""),
+    ] {
+        let server = TestServer::start(move |_, _| Action::Reply(Reply::json(status, body)));
+        let result = get_images_ex(
+            &ImageRequest {
+                url: &server.url(),
+                token: "sk-empty-body-SECRET",
+                descr: SEED_DESCR,
+                ..Default::default()
+            },
+            r#"{"retries":0}"#,
+        );
+        let v = parse(&result);
+        assert_eq!(
+            v["error"]["type"], "opi_invalid_response",
+            "{status}: {result}"
+        );
+        assert_eq!(v["error"]["code"], "empty_body", "{status}: {result}");
+        assert_eq!(v["error"]["status"], status, "{result}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&status.to_string()),
+            "{result}"
+        );
+    }
+    for status in [201u16, 204] {
+        let server = TestServer::start(move |_, _| Action::Reply(Reply::json(status, "")));
+        assert_eq!(get_images(&server.url(), "", "", SEED_DESCR, ""), "{}");
+    }
+}
+
+#[test]
+fn a_body_that_starts_with_a_utf8_bom_is_json_returned_without_it() {
+    let mut body = b"\xEF\xBB\xBF".to_vec();
+    body.extend_from_slice(OK.as_bytes());
+    let server = TestServer::start(move |_, _| Action::Reply(Reply::json(200, body.clone())));
+    assert_eq!(get_images(&server.url(), "", "", SEED_DESCR, ""), OK);
+    // Only at the start: a BOM anywhere else is not JSON whitespace.
+    let server =
+        TestServer::start(move |_, _| Action::Reply(Reply::json(200, format!("{OK}\u{feff}"))));
+    assert_eq!(
+        error_code(&get_images(&server.url(), "", "", SEED_DESCR, "")).as_deref(),
+        Some("not_json")
+    );
 }
 
 #[test]

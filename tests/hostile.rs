@@ -4,12 +4,12 @@
 
 mod support;
 
-use opi_openai::{get_images_ex, ImageRequest};
+use opi_openai::ImageRequest;
 use serde_json::Value;
 use std::ffi::{c_char, CStr, CString};
 use std::io::Write;
 use std::time::{Duration, Instant};
-use support::{parse, Action, Reply, TestServer};
+use support::{get_images_ex, parse, Action, Reply, TestServer};
 
 const DESCR: &str = "{'prompt':'hostile','n':1}";
 const TOKEN: &str = "sk-hostile-SECRET-7f3a9c5e";
@@ -520,7 +520,7 @@ fn c_get_images(args: [Option<&[u8]>; 6]) -> String {
         .expect("a result is UTF-8")
         .to_owned();
     unsafe { opi_free_string(p) };
-    text
+    support::valid(text)
 }
 
 fn c_description(prompt: &[u8], count: i64, bg: &[u8], size: &[u8], add: &[u8]) -> String {
@@ -765,6 +765,73 @@ fn a_json_body_echoing_the_token_is_returned_with_the_token_replaced() {
     let result = get_images_ex(&req, "");
     assert!(!result.contains(TOKEN), "{result}");
     assert_eq!(parse(&result)["error"]["message"], "bad key: Bearer ***");
+}
+
+/// The JSON result of a call with `token` to a server that answers `answer(authorization
+/// header value)` as a JSON body.
+fn echoed(token: &str, answer: impl Fn(&str) -> String + Send + Sync + 'static) -> String {
+    let server = TestServer::start(move |req, _| {
+        let auth = req.header("authorization").unwrap_or("").to_string();
+        Action::Reply(Reply::json(400, answer(&auth)))
+    });
+    let req = ImageRequest {
+        url: &server.url(),
+        token,
+        descr: DESCR,
+        ..Default::default()
+    };
+    get_images_ex(&req, "")
+}
+
+#[test]
+fn a_token_that_also_occurs_in_a_number_leaves_the_json_valid() {
+    // The substring scrub turned {"created":1712345678} into {"created":17***}.
+    let result = echoed("12345678", |auth| {
+        format!(r#"{{"created":1712345678,"error":{{"message":"bad key: {auth}"}}}}"#)
+    });
+    assert_eq!(
+        result,
+        r#"{"created":1712345678,"error":{"message":"bad key: Bearer ***"}}"#
+    );
+}
+
+#[test]
+fn tokens_with_any_printable_characters_are_scrubbed_in_escaped_forms_too() {
+    // The old rule left tokens with characters outside [A-Za-z0-9-_.~+/=:] verbatim, and a
+    // token written with JSON escapes (`\/` for `/`, serde_json's `\"`) was never found.
+    for token in [
+        "pa$$w0rd!",
+        "sk-abc/def+123",
+        r#"key"with\quote"#,
+        "sk-abcd efgh",
+    ] {
+        let result = echoed(token, |auth| {
+            // serde_json escapes `"` and `\`; `/` is escaped by hand, as PHP servers do.
+            serde_json::json!({"error": {"message": format!("bad key: {auth}")}})
+                .to_string()
+                .replace('/', "\\/")
+        });
+        assert!(!result.contains(token), "{token}: {result}");
+        assert_eq!(
+            parse(&result)["error"]["message"],
+            "bad key: Bearer ***",
+            "{token}: {result}"
+        );
+    }
+}
+
+#[test]
+fn tokens_shorter_than_8_bytes_are_not_scrubbed() {
+    // The documented limit of the rule: below 8 bytes a token is left (it cannot be told from
+    // ordinary words); from 8 bytes on it is replaced.
+    let short = echoed("sk-abcd", |auth| {
+        format!(r#"{{"error":{{"message":"{auth}"}}}}"#)
+    });
+    assert_eq!(parse(&short)["error"]["message"], "Bearer sk-abcd");
+    let long = echoed("sk-abcde", |auth| {
+        format!(r#"{{"error":{{"message":"{auth}"}}}}"#)
+    });
+    assert_eq!(parse(&long)["error"]["message"], "Bearer ***");
 }
 
 #[test]

@@ -6,17 +6,14 @@
 mod support;
 
 use base64::Engine;
-use opi_openai::{
-    get_images_ex, get_images_traced, ImageRequest, Options, ResponseShape, TraceEvent,
-    TLS_VERIFY_OFF,
-};
+use opi_openai::{ImageRequest, Options, ResponseShape, TraceEvent, TLS_VERIFY_OFF};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use support::proxy::ConnectProxy;
 use support::server::{images_handler, png};
 use support::tls::{TestCa, TlsServer};
-use support::{error_code, parse, Action, Reply, TestServer};
+use support::{error_code, get_images_ex, get_images_traced, parse, Action, Reply, TestServer};
 
 const TOKEN: &str = "sk-test-options-SECRET-7f3a9c21";
 const DESCR: &str = "{'prompt':'Yellow alpaca','n':1,'size':'1024x1024'}";

@@ -4,12 +4,12 @@
 
 mod support;
 
-use opi_openai::{get_images_ex, ImageRequest};
+use opi_openai::ImageRequest;
 use serde_json::{json, Value};
 use support::proxy::ConnectProxy;
 use support::server::images_handler;
 use support::tls::TlsServer;
-use support::{parse, TestServer};
+use support::{get_images_ex, parse, TestServer};
 
 const TOKEN: &str = "sk-test-env-proxy-SECRET-51d0";
 

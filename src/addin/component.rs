@@ -62,7 +62,7 @@ struct Method {
 
 const GET_IMAGES: usize = 0;
 const GET_IMAGES_EX: usize = 1;
-const GET_IMAGE_DESCRIPTION_STRUCTURE: usize = 2;
+pub(crate) const GET_IMAGE_DESCRIPTION_STRUCTURE: usize = 2;
 const VERSION_METHOD: usize = 3;
 
 /// The methods, indexed as 1C numbers them.
@@ -338,6 +338,11 @@ impl Component {
                 None => false,
             },
         }
+    }
+
+    /// The last result's text (for the fuzz target, which has no host memory).
+    pub(crate) fn last_result_text(&self) -> String {
+        self.last_result.borrow().clone()
     }
 
     /// `HasRetVal`: every method is a function.

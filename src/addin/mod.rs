@@ -13,10 +13,12 @@
 
 pub(crate) mod component;
 pub(crate) mod exports;
+mod fuzz;
 pub(crate) mod host;
 pub(crate) mod variant;
 pub(crate) mod vtables;
 
+pub(crate) use fuzz::fuzz_description;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Runs one entry point's body; a panic becomes `fallback` (the entry point's "failed" value:

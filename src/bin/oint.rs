@@ -170,7 +170,7 @@ fn clap_failure(err: clap::Error, secrets: &[String]) -> Result<(), Failure> {
     use clap::error::ErrorKind;
     let mut text = err.render().to_string();
     for secret in secrets {
-        text = text.replace(secret.as_str(), "***");
+        text = opi_openai::redact(&text, secret);
     }
     match err.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => output::print_text(&text),

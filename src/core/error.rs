@@ -103,10 +103,23 @@ impl Error {
     }
 }
 
-/// Removes every occurrence of `secret` from `text` (defence in depth: messages are built
-/// from our own words and server-independent data, but a library error could echo a header).
-pub(crate) fn redact(text: &str, secret: &str) -> String {
-    if secret.len() < 4 || !text.contains(secret) {
+/// The shortest token that is scrubbed. A shorter one cannot be told from ordinary words
+/// (`test`, `1234567`): replacing it would mangle results, and it is no secret worth the name.
+pub const MIN_SCRUBBED_TOKEN: usize = 8;
+
+/// The one redaction rule, for everything the library and `oint` produce (results, messages,
+/// excerpts, `full` headers, traces, the log, `--debug`): a token of at least
+/// [`MIN_SCRUBBED_TOKEN`] bytes is replaced by `***` wherever it occurs; a shorter one is
+/// left. In a JSON text, "wherever" means inside one JSON string, with escapes decoded (see
+/// [`super::json_scan`]); in plain text, every literal occurrence.
+pub fn scrubbable(token: &str) -> bool {
+    token.len() >= MIN_SCRUBBED_TOKEN
+}
+
+/// Plain text (a message, a header value, a log line) with every occurrence of `secret`
+/// replaced by `***`, under the rule of [`scrubbable`].
+pub fn redact(text: &str, secret: &str) -> String {
+    if !scrubbable(secret) || !text.contains(secret) {
         return text.to_string();
     }
     text.replace(secret, "***")

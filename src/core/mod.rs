@@ -7,6 +7,7 @@ pub(crate) mod connect;
 pub mod endpoint;
 pub mod error;
 pub mod input;
+pub mod json_scan;
 mod log;
 pub mod options;
 pub mod request;
@@ -131,7 +132,8 @@ pub fn get_images_stream(
     match result {
         Err(_) if cancelled => Error::Cancelled.to_result_json(),
         Ok(json) => json,
-        Err(err) => err.to_result_json(),
+        // Our messages never quote the token; scrubbed all the same (small texts).
+        Err(err) => json_scan::scrub_json_text(err.to_result_json(), req.token),
     }
 }
 
@@ -228,25 +230,9 @@ fn call(
         )?;
     }
     if let Some(headers) = full_headers {
-        json = result::full(status, &headers, &json);
+        json = result::full(status, &headers, &json, req.token);
     }
-    Ok(scrub_echoed_token(json, req.token))
-}
-
-/// A server (or a proxy's error page) that echoes the request's headers would hand the token
-/// back to the host, which logs results: it is replaced by `***`. Only tokens made of
-/// characters that JSON never escapes and that cannot span JSON syntax are replaced, so the
-/// result stays valid JSON; real API keys are such tokens. One substring search otherwise.
-fn scrub_echoed_token(json: String, token: &str) -> String {
-    let replaceable = token.len() >= 8
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.~+/=:".contains(&b));
-    if replaceable && json.contains(token) {
-        json.replace(token, "***")
-    } else {
-        json
-    }
+    Ok(json)
 }
 
 /// Frees the process-wide state (cached agents with their pooled connections and name caches,

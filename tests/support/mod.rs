@@ -15,6 +15,38 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// The library's calls as the tests make them: each result is checked to be JSON text (the
+/// contract: every result is valid JSON, whatever the server sent) before it is returned.
+pub fn get_images(url: &str, token: &str, model: &str, descr: &str, headers: &str) -> String {
+    valid(opi_openai::get_images(url, token, model, descr, headers))
+}
+
+/// [`opi_openai::get_images_ex`], the result checked to be JSON (see [`get_images`]).
+pub fn get_images_ex(req: &opi_openai::ImageRequest, options: &str) -> String {
+    valid(opi_openai::get_images_ex(req, options))
+}
+
+/// [`opi_openai::get_images_traced`], the result checked to be JSON (see [`get_images`]).
+pub fn get_images_traced(
+    req: &opi_openai::ImageRequest,
+    options: &opi_openai::Options,
+    trace: &mut dyn FnMut(&opi_openai::TraceEvent),
+) -> String {
+    valid(opi_openai::get_images_traced(req, options, trace))
+}
+
+/// `result`, after failing the test when it is not JSON text that serde_json parses.
+pub fn valid(result: String) -> String {
+    if let Err(e) = serde_json::from_str::<Value>(&result) {
+        let end = result
+            .char_indices()
+            .nth(600)
+            .map_or(result.len(), |(i, _)| i);
+        panic!("a result is not JSON ({e}): {}", &result[..end]);
+    }
+    result
+}
+
 /// Parses a result, failing the test with the text when it is not JSON.
 pub fn parse(result: &str) -> Value {
     serde_json::from_str(result).unwrap_or_else(|e| panic!("result is not JSON ({e}): {result}"))

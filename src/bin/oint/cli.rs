@@ -285,7 +285,7 @@ pub fn secrets_in(args: &[OsString]) -> Vec<String> {
             secrets.push(value.trim_start_matches('=').to_string());
         }
     }
-    // Short values would hide ordinary words, and cannot be told from them anyway.
-    secrets.retain(|s| s.len() >= 4);
+    // Short values would hide ordinary words: the library's one rule (`opi_openai::redact`).
+    secrets.retain(|s| s.len() >= opi_openai::MIN_SCRUBBED_TOKEN);
     secrets
 }

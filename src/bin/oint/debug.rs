@@ -32,14 +32,10 @@ impl<'a> Log<'a> {
         eprintln!("oint: {}", self.hide(text));
     }
 
-    /// `text` with the token shown as `***` (tokens under 4 characters cannot be told from
-    /// ordinary words, and are left).
+    /// `text` with the token shown as `***`, under the library's one redaction rule
+    /// ([`opi_openai::redact`]: tokens under 8 bytes are left).
     fn hide(&self, text: &str) -> String {
-        if self.token.len() >= 4 {
-            text.replace(self.token, "***")
-        } else {
-            text.to_string()
-        }
+        opi_openai::redact(text, self.token)
     }
 
     /// The options in force: the merged options object as given, and the effective limits.

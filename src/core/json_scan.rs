@@ -1,0 +1,714 @@
+//! One pass over a response body: UTF-8 validation, JSON validation (RFC 8259) and the
+//! echoed-token scrub, together. No tree is built and nothing is copied unless the token is
+//! found.
+//!
+//! The scrub follows the one redaction rule of the library ([`super::error::scrubbable`]):
+//! every occurrence of the token inside one JSON string (an object key or a value) is replaced
+//! by `***`, whether its characters are written literally or as escapes (`\"`, `\\`, `\/`,
+//! `\u0041`). The replaced span lies inside the string and `***` needs no escaping, so the
+//! result is valid JSON again. An occurrence that is not inside one string (in a number, or
+//! spanning JSON syntax) is not replaced: it cannot be without changing the document's
+//! structure. Replacement goes left to right without overlaps, as [`str::replace`] does.
+
+use super::error::scrubbable;
+use std::ops::Range;
+
+/// Deepest nesting of arrays and objects accepted: the limit of serde_json's `Value` parser
+/// (it refuses the 128th level), so that every result parses there too. Hosts parse results
+/// with recursive parsers; no real answer nests more than a few levels.
+pub const MAX_DEPTH: usize = 127;
+
+/// What `***` replaces, and the replacement.
+const MASK: &[u8] = b"***";
+
+/// A decoded string unit that is not ASCII (never part of a token, which is printable ASCII).
+const NOT_ASCII: u32 = u32::MAX;
+
+/// Why a body is not JSON (for the error message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotJson {
+    /// The bytes are not UTF-8.
+    Utf8,
+    /// Arrays and objects nest deeper than [`MAX_DEPTH`].
+    TooDeep,
+    /// Anything else: a syntax error, a control character in a string, trailing text.
+    Syntax,
+}
+
+/// Validates `body` as UTF-8 JSON text (RFC 8259: any value at the top, whitespace around
+/// it) and returns it as a string with every occurrence of `token` inside a JSON string
+/// replaced by `***` (when `token` is [`scrubbable`]). Returns the body unchanged with the
+/// reason when it is not JSON.
+pub fn scrub_json(body: Vec<u8>, token: &str) -> Result<String, (Vec<u8>, NotJson)> {
+    let hits = match scan(&body, token.as_bytes()) {
+        Ok(hits) => hits,
+        Err(why) => {
+            // The scan stops at the first fault; bad UTF-8 further on still makes the body
+            // "not UTF-8" for the message.
+            let why = if why == NotJson::Utf8 || std::str::from_utf8(&body).is_err() {
+                NotJson::Utf8
+            } else {
+                why
+            };
+            return Err((body, why));
+        }
+    };
+    let bytes = if hits.is_empty() {
+        body
+    } else {
+        replace(&body, &hits)
+    };
+    debug_assert!(std::str::from_utf8(&bytes).is_ok());
+    // SAFETY: `scan` accepted `body`, which includes validating all of it as UTF-8 (RFC 3629:
+    // no overlong forms, surrogates or code points past U+10FFFF; bytes outside strings must
+    // be ASCII JSON syntax). Replacing whole ASCII-delimited spans inside strings by the ASCII
+    // `***` keeps it UTF-8. The validator is checked against `std::str::from_utf8` by the unit
+    // tests below and the `json_scan` fuzz target.
+    Ok(unsafe { String::from_utf8_unchecked(bytes) })
+}
+
+/// Whether `bytes` are UTF-8 JSON text (as [`scrub_json`] decides, without a token).
+pub fn is_json(bytes: &[u8]) -> bool {
+    scan(bytes, b"").is_ok()
+}
+
+/// Applies the one redaction rule to a JSON text we made ourselves (small: error objects,
+/// header maps). Returns `json` unchanged when it holds no occurrence.
+pub fn scrub_json_text(json: String, token: &str) -> String {
+    if !scrubbable(token) || !json.contains(token) && !json.contains('\\') {
+        return json;
+    }
+    match scrub_json(json.into_bytes(), token) {
+        Ok(text) => text,
+        // Not reachable for serde_json's output; never return the text unscrubbed.
+        Err((bytes, _)) => String::from_utf8_lossy(&bytes).replace(token, MASK_STR),
+    }
+}
+
+const MASK_STR: &str = "***";
+
+fn replace(body: &[u8], hits: &[Range<usize>]) -> Vec<u8> {
+    let removed: usize = hits.iter().map(|r| r.len()).sum();
+    let mut out = Vec::with_capacity(body.len() - removed + hits.len() * MASK.len());
+    let mut at = 0;
+    for hit in hits {
+        out.extend_from_slice(&body[at..hit.start]);
+        out.extend_from_slice(MASK);
+        at = hit.end;
+    }
+    out.extend_from_slice(&body[at..]);
+    out
+}
+
+/// Validates `bytes` and returns the byte ranges of the token's occurrences inside strings
+/// (none when `token` is not [`scrubbable`]).
+fn scan(bytes: &[u8], token: &[u8]) -> Result<Vec<Range<usize>>, NotJson> {
+    let token = match std::str::from_utf8(token) {
+        Ok(t) if scrubbable(t) => token,
+        _ => &[],
+    };
+    let mut s = Scanner::new(bytes, token);
+    s.document()?;
+    Ok(s.hits)
+}
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+    /// The token's bytes; empty when nothing is scrubbed.
+    tok: &'a [u8],
+    /// KMP failure function of `tok`.
+    fail: Vec<usize>,
+    /// Raw start offsets of the last `tok.len()` units matched one by one.
+    ring: Vec<usize>,
+    /// Units recorded in `ring` so far.
+    units: usize,
+    hits: Vec<Range<usize>>,
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Whether some byte of `w` is zero.
+#[inline]
+fn has_zero(w: u64) -> bool {
+    w.wrapping_sub(LO) & !w & HI != 0
+}
+
+/// Whether some byte of `w` needs a look in a string: `"`, `\`, a control character, or a
+/// byte of a multi-byte UTF-8 sequence.
+#[inline]
+fn has_special(w: u64) -> bool {
+    // A byte below 0x20: (b - 0x20) borrows into its high bit and b's high bit is clear.
+    let control = w.wrapping_sub(LO * 0x20) & !w & HI != 0;
+    control || w & HI != 0 || has_zero(w ^ (LO * b'"' as u64)) || has_zero(w ^ (LO * b'\\' as u64))
+}
+
+impl<'a> Scanner<'a> {
+    fn new(b: &'a [u8], tok: &'a [u8]) -> Self {
+        let mut fail = vec![0; tok.len()];
+        let mut k = 0;
+        for i in 1..tok.len() {
+            while k > 0 && tok[i] != tok[k] {
+                k = fail[k - 1];
+            }
+            if tok[i] == tok[k] {
+                k += 1;
+            }
+            fail[i] = k;
+        }
+        Scanner {
+            b,
+            i: 0,
+            tok,
+            fail,
+            ring: vec![0; tok.len()],
+            units: 0,
+            hits: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    #[inline]
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    fn expect(&mut self, c: u8) -> Result<(), NotJson> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(self.fault())
+        }
+    }
+
+    /// The error for the byte at `i`: UTF-8 when it starts no valid UTF-8 sequence.
+    fn fault(&self) -> NotJson {
+        match self.peek() {
+            Some(c) if c >= 0x80 => NotJson::Utf8,
+            _ => NotJson::Syntax,
+        }
+    }
+
+    /// A whole document: one value between optional whitespace, iteratively (no recursion:
+    /// the nesting is a bit stack, 1 for an object).
+    fn document(&mut self) -> Result<(), NotJson> {
+        let mut depth = 0usize;
+        let mut objects: u128 = 0;
+        'value: loop {
+            self.ws();
+            // A value: a container opens (and then needs its first member), or a value ends.
+            match self.peek() {
+                Some(open @ (b'{' | b'[')) => {
+                    self.i += 1;
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return Err(NotJson::TooDeep);
+                    }
+                    objects = objects << 1 | u128::from(open == b'{');
+                    self.ws();
+                    let close = if open == b'{' { b'}' } else { b']' };
+                    if self.peek() == Some(close) {
+                        self.i += 1;
+                        depth -= 1;
+                        objects >>= 1;
+                    } else {
+                        if open == b'{' {
+                            self.key()?;
+                        }
+                        continue 'value;
+                    }
+                }
+                Some(b'"') => self.string()?,
+                Some(b'-' | b'0'..=b'9') => self.number()?,
+                Some(b't') => self.literal(b"true")?,
+                Some(b'f') => self.literal(b"false")?,
+                Some(b'n') => self.literal(b"null")?,
+                _ => return Err(self.fault()),
+            }
+            // After a value: close containers, or a comma and the next member.
+            loop {
+                self.ws();
+                if depth == 0 {
+                    return if self.i == self.b.len() {
+                        Ok(())
+                    } else {
+                        Err(self.fault())
+                    };
+                }
+                let in_object = objects & 1 == 1;
+                match self.peek() {
+                    Some(b',') => {
+                        self.i += 1;
+                        if in_object {
+                            self.ws();
+                            self.key()?;
+                        }
+                        continue 'value;
+                    }
+                    Some(b'}') if in_object => {}
+                    Some(b']') if !in_object => {}
+                    _ => return Err(self.fault()),
+                }
+                self.i += 1;
+                depth -= 1;
+                objects >>= 1;
+            }
+        }
+    }
+
+    /// An object member's name and its colon (whitespace before the name already skipped).
+    fn key(&mut self) -> Result<(), NotJson> {
+        if self.peek() != Some(b'"') {
+            return Err(self.fault());
+        }
+        self.string()?;
+        self.ws();
+        self.expect(b':')
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), NotJson> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(NotJson::Syntax)
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.i;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`; what follows is the caller's.
+    fn number(&mut self) -> Result<(), NotJson> {
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return Err(NotJson::Syntax),
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if self.digits() == 0 {
+                return Err(NotJson::Syntax);
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return Err(NotJson::Syntax);
+            }
+        }
+        Ok(())
+    }
+
+    /// A string from its opening quote to past its closing one, matching the token against
+    /// its decoded characters.
+    fn string(&mut self) -> Result<(), NotJson> {
+        self.i += 1;
+        let scrub = !self.tok.is_empty();
+        let first = self.tok.first().copied().unwrap_or(b'"');
+        let mut state = 0usize;
+        loop {
+            // Fast path: whole words of plain ASCII with no chance of starting a match.
+            if state == 0 {
+                while let Some(chunk) = self.b.get(self.i..self.i + 8) {
+                    let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+                    if has_special(w) || scrub && has_zero(w ^ (LO * u64::from(first))) {
+                        break;
+                    }
+                    self.i += 8;
+                }
+            }
+            let Some(c) = self.peek() else {
+                return Err(NotJson::Syntax);
+            };
+            let start = self.i;
+            let unit = match c {
+                b'"' => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                b'\\' => self.escape()?,
+                0..=0x1F => return Err(NotJson::Syntax),
+                0x80.. => {
+                    self.utf8_char()?;
+                    NOT_ASCII
+                }
+                _ => {
+                    self.i += 1;
+                    u32::from(c)
+                }
+            };
+            if scrub {
+                state = self.step(state, unit, start);
+            }
+        }
+    }
+
+    /// One KMP step over a decoded unit that began at raw offset `start`; records a hit.
+    #[inline]
+    fn step(&mut self, mut state: usize, unit: u32, start: usize) -> usize {
+        let m = self.tok.len();
+        self.ring[self.units % m] = start;
+        self.units += 1;
+        while state > 0 && u32::from(self.tok[state]) != unit {
+            state = self.fail[state - 1];
+        }
+        if u32::from(self.tok[state]) == unit {
+            state += 1;
+        }
+        if state == m {
+            // The match's first unit was recorded m units ago (all of its units went through
+            // here: the fast path runs only between matches).
+            let from = self.ring[(self.units - m) % m];
+            self.hits.push(from..self.i);
+            state = 0;
+        }
+        state
+    }
+
+    /// An escape from its backslash; returns the decoded unit (NOT_ASCII past U+007F).
+    fn escape(&mut self) -> Result<u32, NotJson> {
+        let c = self.b.get(self.i + 1).copied();
+        self.i += 2;
+        Ok(match c {
+            Some(b'"') => u32::from(b'"'),
+            Some(b'\\') => u32::from(b'\\'),
+            Some(b'/') => u32::from(b'/'),
+            Some(b'b') => 0x08,
+            Some(b'f') => 0x0C,
+            Some(b'n') => u32::from(b'\n'),
+            Some(b'r') => u32::from(b'\r'),
+            Some(b't') => u32::from(b'\t'),
+            Some(b'u') => {
+                let hex = self.b.get(self.i..self.i + 4).ok_or(NotJson::Syntax)?;
+                let mut code = 0u32;
+                for &h in hex {
+                    let v = (h as char).to_digit(16).ok_or(NotJson::Syntax)?;
+                    code = code << 4 | v;
+                }
+                self.i += 4;
+                // Lone surrogates are allowed, as RFC 8259's grammar (and serde_json) does.
+                if code < 0x80 {
+                    code
+                } else {
+                    NOT_ASCII
+                }
+            }
+            _ => return Err(NotJson::Syntax),
+        })
+    }
+
+    /// One multi-byte UTF-8 character (RFC 3629 table 3-7), from its lead byte at `i`.
+    fn utf8_char(&mut self) -> Result<(), NotJson> {
+        let b = self.b;
+        let i = self.i;
+        let cont = |k: usize, lo: u8, hi: u8| b.get(i + k).is_some_and(|&c| (lo..=hi).contains(&c));
+        let len = match b[i] {
+            0xC2..=0xDF if cont(1, 0x80, 0xBF) => 2,
+            0xE0 if cont(1, 0xA0, 0xBF) && cont(2, 0x80, 0xBF) => 3,
+            0xE1..=0xEC | 0xEE..=0xEF if cont(1, 0x80, 0xBF) && cont(2, 0x80, 0xBF) => 3,
+            0xED if cont(1, 0x80, 0x9F) && cont(2, 0x80, 0xBF) => 3,
+            0xF0 if cont(1, 0x90, 0xBF) && cont(2, 0x80, 0xBF) && cont(3, 0x80, 0xBF) => 4,
+            0xF1..=0xF3 if cont(1, 0x80, 0xBF) && cont(2, 0x80, 0xBF) && cont(3, 0x80, 0xBF) => 4,
+            0xF4 if cont(1, 0x80, 0x8F) && cont(2, 0x80, 0xBF) && cont(3, 0x80, 0xBF) => 4,
+            _ => return Err(NotJson::Utf8),
+        };
+        self.i += len;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::de::IgnoredAny;
+
+    /// The reference: what the result path did before (std's UTF-8 check, then serde_json
+    /// skipping the value), plus serde_json's nesting limit for a `Value`.
+    fn reference(bytes: &[u8]) -> bool {
+        std::str::from_utf8(bytes).is_ok_and(|s| {
+            serde_json::from_str::<IgnoredAny>(s).is_ok()
+                && !serde_json::from_str::<serde_json::Value>(s)
+                    .is_err_and(|e| e.to_string().starts_with("recursion limit"))
+        })
+    }
+
+    fn same_as_serde(text: &[u8]) {
+        assert_eq!(
+            is_json(text),
+            reference(text),
+            "{:?}",
+            String::from_utf8_lossy(text)
+        );
+    }
+
+    const TOKEN: &str = "sk-live-ABCdef123456";
+
+    #[test]
+    fn agrees_with_serde_json_on_hand_picked_documents() {
+        let cases: &[&[u8]] = &[
+            b"{}",
+            b"[]",
+            b" {} ",
+            b"\t[1,2]\r\n",
+            b"0",
+            b"-0",
+            b"-",
+            b"01",
+            b"1.",
+            b"1.5",
+            b"1e",
+            b"1e+",
+            b"1E-7",
+            b"-1.5e10",
+            b"2.",
+            b".5",
+            b"+1",
+            b"true",
+            b"tru",
+            b"nul",
+            b"null ",
+            b"nullx",
+            b"\"a\"",
+            b"\"a",
+            b"\"\\u00e9\"",
+            b"\"\\u00G9\"",
+            b"\"\\x\"",
+            b"\"\\ud800\"",
+            b"\"\\udc00x\"",
+            b"\"tab\there\"",
+            b"\"\x7f\"",
+            b"\"\x1f\"",
+            b"{\"a\":1,}",
+            b"[1,]",
+            b"[,1]",
+            b"{\"a\" 1}",
+            b"{\"a\":}",
+            b"{1:2}",
+            b"{\"a\":1 \"b\":2}",
+            b"[1 2]",
+            b"{\"a\":[{\"b\":[]}]}",
+            b"[]]",
+            b"[[]",
+            b"{}{}",
+            b"{} x",
+            b"",
+            b"   ",
+            b"\xEF\xBB\xBF{}",
+            b"\"\xC3\xA9\"",
+            b"\"\xC3\"",
+            b"\"\xE0\x80\x80\"",
+            b"\"\xED\xA0\x80\"",
+            b"\"\xF4\x90\x80\x80\"",
+            b"\"\xF0\x9F\x98\x80\"",
+            b"\xC3\xA9",
+            b"[\"\xFF\"]",
+            b"{\"\xC3\xA9\":\"\xE2\x82\xAC\"}",
+            b"[1,2,3,{\"k\":[true,false,null]}]",
+            b"\"\\/\\b\\f\\n\\r\\t\\\\\\\"\"",
+            b"[-]",
+            b"[0.e1]",
+            b"[1e01]",
+            b"[00]",
+        ];
+        for case in cases {
+            same_as_serde(case);
+        }
+    }
+
+    #[test]
+    fn nesting_limit_is_serde_jsons() {
+        for depth in 120..135 {
+            let doc = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            same_as_serde(doc.as_bytes());
+            let doc = format!(
+                "{}1{}",
+                "{\"a\":[".repeat(depth / 2),
+                "]}".repeat(depth / 2)
+            );
+            same_as_serde(doc.as_bytes());
+        }
+        let deep = "[".repeat(MAX_DEPTH + 1);
+        assert_eq!(scan(deep.as_bytes(), b""), Err(NotJson::TooDeep));
+        // A million levels cost nothing (no recursion).
+        assert!(!is_json("[".repeat(1 << 20).as_bytes()));
+    }
+
+    /// xorshift64*: deterministic, no crate.
+    fn rng(state: &mut u64) -> u64 {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    #[test]
+    fn agrees_with_serde_json_on_200_000_random_documents() {
+        // Pieces of JSON glued at random: mostly near-valid text, which finds the edges.
+        const PARTS: [&[u8]; 34] = [
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b":",
+            b",",
+            b"\"",
+            b"\\",
+            b"\\u",
+            b"00",
+            b"e9",
+            b"d8",
+            b"1",
+            b"0",
+            b"-",
+            b".",
+            b"e",
+            b"+",
+            b" ",
+            b"\n",
+            b"true",
+            b"null",
+            b"fals",
+            b"\"k\":",
+            b"\"v\"",
+            b"\xC3\xA9",
+            b"\xE2\x82",
+            b"\xAC",
+            b"\xF0\x9F\x98\x80",
+            b"\xFF",
+            b"\x01",
+            b"\x7f",
+            b"sk-live-",
+            b"ABCdef123456",
+        ];
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut valid = 0;
+        for _ in 0..200_000 {
+            let n = rng(&mut state) % 12;
+            let mut doc = Vec::new();
+            for _ in 0..n {
+                doc.extend_from_slice(PARTS[(rng(&mut state) % PARTS.len() as u64) as usize]);
+            }
+            same_as_serde(&doc);
+            if is_json(&doc) {
+                valid += 1;
+                let out = scrub_json(doc.clone(), TOKEN).expect("valid");
+                assert!(reference(out.as_bytes()), "{out}");
+            }
+        }
+        assert!(valid > 1000, "only {valid} valid documents: a weak test");
+    }
+
+    fn scrub(text: &str, token: &str) -> String {
+        scrub_json(text.as_bytes().to_vec(), token).expect("JSON")
+    }
+
+    #[test]
+    fn token_in_a_number_is_left_and_the_result_stays_json() {
+        // The defect of the substring scrub: `{"created":17***}`.
+        assert_eq!(
+            scrub(r#"{"created":1712345678}"#, "12345678"),
+            r#"{"created":1712345678}"#
+        );
+        assert_eq!(
+            scrub(r#"{"created":1712345678,"m":"x12345678y"}"#, "12345678"),
+            r#"{"created":1712345678,"m":"x***y"}"#
+        );
+    }
+
+    #[test]
+    fn token_in_values_and_keys_with_any_characters_is_replaced() {
+        for token in ["sk-live-ABCdef123456", "pa$$w0rd!", "12345678", "a b c d e"] {
+            let text = format!(r#"{{"m":"bad key {token}.","{token}":[1,"{token}{token}"]}}"#);
+            assert_eq!(
+                scrub(&text, token),
+                r#"{"m":"bad key ***.","***":[1,"******"]}"#,
+                "{token}"
+            );
+        }
+    }
+
+    #[test]
+    fn escaped_forms_of_the_token_are_replaced() {
+        let token = r#"pa"ss\wo/rd"#;
+        for written in [
+            r#"pa\"ss\\wo/rd"#,
+            r#"pa\"ss\\wo\/rd"#,
+            r#"\u0070a\u0022ss\u005cwo\u002Frd"#,
+        ] {
+            let text = format!(r#"{{"error":"key {written} refused"}}"#);
+            assert_eq!(
+                scrub(&text, token),
+                r#"{"error":"key *** refused"}"#,
+                "{written}"
+            );
+        }
+    }
+
+    #[test]
+    fn tokens_shorter_than_the_minimum_are_left() {
+        // The other side of the rule: a 7-byte token would hit ordinary words.
+        assert_eq!(scrub(r#"{"m":"sk-abcd"}"#, "sk-abcd"), r#"{"m":"sk-abcd"}"#);
+        assert_eq!(scrub(r#"{"m":"sk-abcde"}"#, "sk-abcde"), r#"{"m":"***"}"#);
+        assert_eq!(scrub(r#"{"m":"x"}"#, ""), r#"{"m":"x"}"#);
+    }
+
+    #[test]
+    fn occurrences_across_strings_or_syntax_are_left() {
+        let token = "abcdefgh";
+        assert_eq!(scrub(r#"["abcd","efgh"]"#, token), r#"["abcd","efgh"]"#);
+        // Across the fast path's 8-byte words, and with partial matches before the real one.
+        let text = format!(r#"{{"k":"{}ababcdefgh{}"}}"#, "x".repeat(13), "y".repeat(9));
+        assert_eq!(
+            scrub(&text, token),
+            format!(r#"{{"k":"{}ab***{}"}}"#, "x".repeat(13), "y".repeat(9))
+        );
+    }
+
+    #[test]
+    fn replacement_matches_str_replace_on_plain_strings() {
+        // For strings without escapes the scrub is str::replace inside each string.
+        let mut state = 7u64;
+        let token = "abaabab";
+        let token = format!("{token}x"); // 8 bytes
+        for _ in 0..20_000 {
+            let len = rng(&mut state) % 40;
+            let s: String = (0..len)
+                .map(|_| ['a', 'b', 'x', 'é'][(rng(&mut state) % 4) as usize])
+                .collect();
+            let expected = format!("[\"{}\",1]", s.replace(&token, "***"));
+            assert_eq!(scrub(&format!("[\"{s}\",1]"), &token), expected);
+        }
+    }
+
+    #[test]
+    fn a_64_kib_token_and_a_large_body() {
+        let token = "t".repeat(64 * 1024);
+        let body = format!(r#"{{"a":"{}","b":"x{token}x"}}"#, "t".repeat(100));
+        assert_eq!(
+            scrub(&body, &token),
+            format!(r#"{{"a":"{}","b":"x***x"}}"#, "t".repeat(100))
+        );
+    }
+}
