@@ -127,6 +127,7 @@ pub fn classify(data: &[u8]) {
         status,
         headers: vec![("content-type".to_string(), content_type)],
         body: body.to_vec(),
+        stream: None,
     };
     let result = crate::core::result::classify(resp, &token);
     assert!(
@@ -212,4 +213,10 @@ pub fn addin_variant(data: &[u8]) {
         return;
     };
     assert!(reference_is_json(result.as_bytes()), "{result}");
+}
+
+/// Target `sse`: parses `bytes` as a Server-Sent Events stream whole and cut at the points
+/// `cuts` names; panics when the events differ (or the parser panics).
+pub fn sse(bytes: &[u8], cuts: &[u8]) {
+    crate::core::sse::check_split_invariance(bytes, cuts);
 }

@@ -105,16 +105,6 @@ pub fn parse_json_object(
     crate::core::input::parse_object(text, param)
 }
 
-/// Entry points for the fuzz targets in `fuzz/`: not part of the API.
-#[doc(hidden)]
-pub mod fuzzing {
-    /// Parses `bytes` as a Server-Sent Events stream whole and cut at the points `cuts` names;
-    /// panics when the events differ (or the parser panics).
-    pub fn sse(bytes: &[u8], cuts: &[u8]) {
-        crate::core::sse::check_split_invariance(bytes, cuts);
-    }
-}
-
 /// Frees the process-wide caches (agents, pooled connections, name caches) when the library
 /// is unloaded (`dlclose`) or the process exits: an entry in the ELF `.fini_array`, run by
 /// the dynamic loader. Without it a host that loads and unloads the library leaks them each

@@ -72,10 +72,16 @@ pub fn is_json(bytes: &[u8]) -> bool {
     scan(bytes, b"").is_ok()
 }
 
+/// Whether the JSON text `json` may hold `token` under the rule (literally, or escaped: only
+/// with a backslash); false means [`scrub_json_text`] would return it unchanged.
+pub fn may_hold(json: &str, token: &str) -> bool {
+    scrubbable(token) && (json.contains(token) || json.contains('\\'))
+}
+
 /// Applies the one redaction rule to a JSON text we made ourselves (small: error objects,
 /// header maps). Returns `json` unchanged when it holds no occurrence.
 pub fn scrub_json_text(json: String, token: &str) -> String {
-    if !scrubbable(token) || !json.contains(token) && !json.contains('\\') {
+    if !may_hold(&json, token) {
         return json;
     }
     match scrub_json(json.into_bytes(), token) {

@@ -206,17 +206,17 @@ fn call(
         let mut on_event = |event: &StreamEvent| {
             let scrubbed;
             let mut event = *event;
-            if event.json.contains(req.token) && req.token.len() >= 8 {
-                scrubbed = scrub_echoed_token(event.json.to_string(), req.token);
+            if json_scan::may_hold(event.json, req.token) {
+                scrubbed = json_scan::scrub_json_text(event.json.to_string(), req.token);
                 event.json = &scrubbed;
             }
             on_event(&event)
         };
         let mut json = stream::consume(events, options, req.token, &mut on_event)?;
         if let Some(headers) = full_headers {
-            json = result::full(status, &headers, &json);
+            json = result::full(status, &headers, &json, req.token);
         }
-        return Ok(scrub_echoed_token(json, req.token));
+        return Ok(json_scan::scrub_json_text(json, req.token));
     }
     let mut json = result::classify(resp, req.token);
     if let Some(dir) = &options.save_dir {
