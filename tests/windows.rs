@@ -1,8 +1,11 @@
-//! The Windows build: the library cross-compiled for x86_64-pc-windows-gnu, C programs
-//! compiled against the header with mingw-w64, run under wine against the local test server;
-//! and the 1C add-in driven by a C host that lays the interfaces out as MSVC does.
-//! Needs `rustup target add x86_64-pc-windows-gnu` and Debian's gcc-mingw-w64-x86-64 and
-//! wine64 (`.ci/run` installs them).
+//! The Windows builds: the library cross-compiled for x86_64-pc-windows-gnu and
+//! i686-pc-windows-gnu, C programs compiled against the header with mingw-w64, run under wine
+//! (64-bit, and 32-bit wine for x86) against the local test server; and the 1C add-in driven
+//! by a C host that lays the interfaces out as MSVC does (on x86: `__stdcall` methods with
+//! `this` on the stack, a `__thiscall` destructor).
+//! Needs the Rust targets, Debian's gcc-mingw-w64-x86-64 / gcc-mingw-w64-i686 and wine64 /
+//! wine32:i386 (`scripts/test.sh` installs them); what is missing skips that architecture's
+//! tests, loudly.
 
 mod support;
 
@@ -11,32 +14,72 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use support::TestServer;
 
-const TARGET: &str = "x86_64-pc-windows-gnu";
-const MINGW: &str = "x86_64-w64-mingw32-gcc";
-const WINE: &str = "/usr/lib/wine/wine64";
+/// One Windows architecture: its Rust target, mingw-w64 prefix and wine loader.
+struct Arch {
+    name: &'static str,
+    target: &'static str,
+    mingw: &'static str,
+    wine: &'static str,
+    /// The wine package, for the skip message.
+    wine_package: &'static str,
+    /// WINEARCH for a fresh prefix.
+    winearch: &'static str,
+    dir: OnceLock<Result<PathBuf, String>>,
+}
+
+static X64: Arch = Arch {
+    name: "x64",
+    target: "x86_64-pc-windows-gnu",
+    mingw: "x86_64-w64-mingw32",
+    wine: "/usr/lib/wine/wine64",
+    wine_package: "wine64",
+    winearch: "win64",
+    dir: OnceLock::new(),
+};
+
+static X86: Arch = Arch {
+    name: "x86",
+    target: "i686-pc-windows-gnu",
+    mingw: "i686-w64-mingw32",
+    wine: "/usr/lib/wine/wine",
+    wine_package: "wine32:i386 (dpkg --add-architecture i386)",
+    winearch: "win32",
+    dir: OnceLock::new(),
+};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A folder holding opi_openai.dll, the wine shim and the compiled programs, built once.
-fn windows_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        support::require_tool(MINGW);
-        assert!(
-            Path::new(WINE).is_file(),
-            "wine64 is required for this test (Debian: wine64)"
-        );
-        let installed = Command::new("rustup")
-            .args(["target", "list", "--installed"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).contains(TARGET))
-            .unwrap_or(false);
-        assert!(
-            installed,
-            "the Rust target is required: rustup target add {TARGET}"
-        );
+impl Arch {
+    fn gcc(&self) -> String {
+        format!("{}-gcc", self.mingw)
+    }
+
+    /// A folder holding opi_openai.dll, the wine shim and the compiled programs, built once;
+    /// or why this architecture cannot be tested here.
+    fn dir(&self) -> Result<&Path, String> {
+        self.dir
+            .get_or_init(|| self.build())
+            .as_deref()
+            .map_err(Clone::clone)
+    }
+
+    fn build(&self) -> Result<PathBuf, String> {
+        support::have_tool(
+            &self.gcc(),
+            &format!(
+                "gcc-mingw-w64-{}",
+                self.mingw.split('-').next().unwrap().replace('_', "-")
+            ),
+        )?;
+        if !Path::new(self.wine).is_file() {
+            return Err(format!(
+                "{} is not installed (Debian: {}; scripts/test.sh installs it)",
+                self.wine, self.wine_package
+            ));
+        }
+        support::have_rust_target(self.target)?;
         let dll = support::cargo_cdylib(
             root(),
             "opi_openai",
@@ -46,14 +89,19 @@ fn windows_dir() -> &'static Path {
                 "--release",
                 "--no-default-features",
                 "--target",
-                TARGET,
+                self.target,
             ],
         );
-        let dir = std::env::temp_dir().join(format!("opi-windows-{}", std::process::id()));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "windows-{}-{}",
+            self.name,
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::copy(&dll, dir.join("opi_openai.dll")).unwrap();
-        mingw(
-            &["-shared", "-O2"],
+        // --kill-at: ProcessPrng undecorated on x86 too (it is __stdcall there).
+        self.mingw_cc(
+            &["-shared", "-O2", "-Wl,--kill-at"],
             "tests/c/wine_bcryptprimitives.c",
             &dir.join("bcryptprimitives.dll"),
             &["-ladvapi32"],
@@ -69,78 +117,89 @@ fn windows_dir() -> &'static Path {
                 "-static",
                 "-pthread",
             ];
-            mingw(
+            self.mingw_cc(
                 &["-std=c11", "-Wall", "-Wextra", "-Werror", "-pthread"],
                 source,
                 &dir.join(exe),
                 &link,
             );
         }
-        mingw(
+        self.mingw_cc(
             &["-std=c11", "-Wall", "-Wextra", "-Werror"],
             "tests/c/addin_win_host.c",
             &dir.join("addin_win_host.exe"),
             &["-static"],
         );
-        dir
-    })
+        Ok(dir)
+    }
+
+    fn mingw_cc(&self, flags: &[&str], source: &str, out: &Path, link: &[&str]) {
+        let output = Command::new(self.gcc())
+            .args(flags)
+            .arg("-I")
+            .arg(root().join("include"))
+            .arg(root().join(source))
+            .arg("-o")
+            .arg(out)
+            .args(link)
+            .output()
+            .expect("run mingw gcc");
+        assert!(
+            output.status.success(),
+            "{} failed on {source}:\n{}",
+            self.gcc(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn wine(&self, exe: &str, args: &[&str]) -> Output {
+        // The first run creates the wine prefix; two tests creating it at once break each other.
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = self.dir().unwrap();
+        let prefix = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "wineprefix-{}-{}",
+            self.name,
+            std::process::id()
+        ));
+        Command::new(self.wine)
+            .arg(dir.join(exe))
+            .args(args)
+            .current_dir(dir)
+            .env("WINEPREFIX", prefix)
+            .env("WINEARCH", self.winearch)
+            .env("WINEDEBUG", "-all")
+            .env_remove("OPENAI_TOKEN")
+            .output()
+            .expect("run wine")
+    }
 }
 
-fn mingw(flags: &[&str], source: &str, out: &Path, link: &[&str]) {
-    let status = Command::new(MINGW)
-        .args(flags)
-        .arg("-I")
-        .arg(root().join("include"))
-        .arg(root().join(source))
-        .arg("-o")
-        .arg(out)
-        .args(link)
-        .status()
-        .expect("run mingw gcc");
-    assert!(status.success(), "{MINGW} failed on {source}");
-}
-
-fn wine(exe: &str, args: &[&str]) -> Output {
-    // The first run creates the wine prefix; two tests creating it at once break each other.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = windows_dir();
-    let prefix = std::env::temp_dir().join(format!("opi-wineprefix-{}", std::process::id()));
-    Command::new(WINE)
-        .arg(dir.join(exe))
-        .args(args)
-        .current_dir(dir)
-        .env("WINEPREFIX", prefix)
-        .env("WINEDEBUG", "-all")
-        .env_remove("OPENAI_TOKEN")
-        .output()
-        .expect("run wine")
-}
-
-#[test]
-fn windows_dll_exports_the_c_api_and_the_add_in() {
-    let out = Command::new("x86_64-w64-mingw32-objdump")
+fn exports_the_c_api_and_the_add_in(arch: &Arch) {
+    let dir = or_skip!(arch.dir());
+    let out = Command::new(format!("{}-objdump", arch.mingw))
         .arg("-p")
-        .arg(windows_dir().join("opi_openai.dll"))
+        .arg(dir.join("opi_openai.dll"))
         .output()
         .expect("run objdump");
     let text = String::from_utf8_lossy(&out.stdout);
+    // "[   3] GetClassObject": undecorated (no _name, no name@8).
     for name in support::EXPORTS {
         assert!(
             text.contains(&format!("] {name}\n")),
-            "{name} is not exported"
+            "{name} is not exported undecorated:\n{text}"
         );
     }
     assert!(
         !text.contains("libgcc_s") && !text.contains("libwinpthread"),
-        "no MinGW runtime DLLs needed"
+        "no MinGW runtime DLLs needed:\n{text}"
     );
 }
 
-#[test]
-fn get_images_example_works_on_windows() {
+fn get_images_example_works(arch: &Arch) {
+    or_skip!(arch.dir());
     let server = TestServer::start(support::server::images_handler());
-    let out = wine(
+    let out = arch.wine(
         "get_images.exe",
         &[&server.url(), "dall-e-3", "Windows alpaca"],
     );
@@ -156,23 +215,68 @@ fn get_images_example_works_on_windows() {
     assert_eq!(server.requests()[0].path, "/v1/images/generations");
 }
 
-#[test]
-fn c_abi_edge_cases_work_on_windows() {
+fn c_abi_edge_cases_work(arch: &Arch) {
+    or_skip!(arch.dir());
     let server = TestServer::start(support::server::images_handler());
-    let out = wine("capi_edges.exe", &[&server.url()]);
+    let out = arch.wine("capi_edges.exe", &[&server.url()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "exit {:?}: {stdout}", out.status);
     assert!(!stdout.contains("FAIL"), "{stdout}");
     assert!(stdout.contains("ok   threads"), "{stdout}");
 }
 
-#[test]
-fn add_in_works_in_a_windows_host_with_msvc_vtables() {
+fn add_in_works_with_msvc_vtables(arch: &Arch) {
+    or_skip!(arch.dir());
     let server = TestServer::start(support::server::images_handler());
-    let out = wine("addin_win_host.exe", &["opi_openai.dll", &server.url()]);
+    let out = arch.wine("addin_win_host.exe", &["opi_openai.dll", &server.url()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "exit {:?}: {stdout}", out.status);
     assert!(!stdout.contains("FAIL"), "{stdout}");
     assert!(stdout.contains("0 failures"), "{stdout}");
+    assert!(
+        stdout.contains("OneScript: host allocations back to zero")
+            && stdout.contains("1C: host allocations back to zero"),
+        "{stdout}"
+    );
     assert_eq!(server.requests().len(), 2, "one GetImages per host order");
+}
+
+#[test]
+fn x64_dll_exports_the_c_api_and_the_add_in_undecorated() {
+    exports_the_c_api_and_the_add_in(&X64);
+}
+
+#[test]
+fn x86_dll_exports_the_c_api_and_the_add_in_undecorated() {
+    exports_the_c_api_and_the_add_in(&X86);
+}
+
+#[test]
+fn x64_get_images_example_works() {
+    get_images_example_works(&X64);
+}
+
+#[test]
+fn x86_get_images_example_works() {
+    get_images_example_works(&X86);
+}
+
+#[test]
+fn x64_c_abi_edge_cases_work() {
+    c_abi_edge_cases_work(&X64);
+}
+
+#[test]
+fn x86_c_abi_edge_cases_work() {
+    c_abi_edge_cases_work(&X86);
+}
+
+#[test]
+fn x64_add_in_works_in_a_host_with_msvc_vtables() {
+    add_in_works_with_msvc_vtables(&X64);
+}
+
+#[test]
+fn x86_add_in_works_in_a_host_with_msvc_stdcall_and_thiscall_vtables() {
+    add_in_works_with_msvc_vtables(&X86);
 }

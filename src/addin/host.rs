@@ -168,3 +168,27 @@ pub(crate) unsafe fn read_wide_cstr(ptr: *const u16) -> String {
     // SAFETY: `len` units were just read.
     String::from_utf16_lossy(std::slice::from_raw_parts(ptr, len))
 }
+
+// The host's vtables as declared above, on each of the four targets 1C runs on: the first
+// method follows the destructor slot(s) (16 bytes on Linux x86_64, 8 on Linux x86 and Windows
+// x86_64, 4 on Windows x86), one word per method after it.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+const FIRST_METHOD: usize = 16;
+#[cfg(any(
+    all(target_os = "linux", target_arch = "x86"),
+    all(windows, target_arch = "x86_64")
+))]
+const FIRST_METHOD: usize = 8;
+#[cfg(all(windows, target_arch = "x86"))]
+const FIRST_METHOD: usize = 4;
+#[cfg(any(
+    all(target_os = "linux", any(target_arch = "x86_64", target_arch = "x86")),
+    all(windows, any(target_arch = "x86_64", target_arch = "x86"))
+))]
+const _: () = {
+    use std::mem::offset_of;
+    assert!(offset_of!(MemoryManagerVtbl, alloc_memory) == FIRST_METHOD);
+    assert!(offset_of!(AddInDefBaseVtbl, add_error) == FIRST_METHOD);
+    assert!(offset_of!(MemoryManagerObject, vtbl) == 0);
+    assert!(offset_of!(AddInDefBaseObject, vtbl) == 0);
+};

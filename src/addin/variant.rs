@@ -149,18 +149,43 @@ pub(crate) struct TVariant {
     pub vt: u16,
 }
 
-// The layouts the hosts use (see the Native API notes): a wrong size here would shift every
-// parameter after the first, so the build fails instead.
+// The layouts the hosts use, on each of the four targets 1C runs on (see the Native API
+// notes): a wrong size here would shift every parameter after the first, so the build fails
+// instead. `(size, union size, cbElements, vt, strLen/wstrLen)` in bytes:
+// - Linux x86_64: glibc's struct tm is 56 bytes: 64, 56, 56, 60, 8.
+// - Linux x86: struct tm is 44 bytes, and 8-byte integers and doubles are 4-aligned in
+//   structs (System V i386): 52, 44, 44, 48, 4.
+// - Windows x86_64 and x86: struct tm is 36 bytes, and MSVC aligns 8-byte members to 8 on
+//   both: 48, 40, 40, 44, and the length after the pointer (8 or 4).
+/// `(size of tVariant, size of the value union, offset of cbElements, offset of vt, offset of
+/// the string length fields)` on this target.
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-const _: () = {
-    assert!(std::mem::size_of::<TVariant>() == 64);
-    assert!(std::mem::offset_of!(TVariant, cb_elements) == 56);
-    assert!(std::mem::offset_of!(TVariant, vt) == 60);
-};
+pub(crate) const LAYOUT: (usize, usize, usize, usize, usize) = (64, 56, 56, 60, 8);
+/// See the Linux x86_64 definition.
+#[cfg(all(target_os = "linux", target_arch = "x86"))]
+pub(crate) const LAYOUT: (usize, usize, usize, usize, usize) = (52, 44, 44, 48, 4);
+/// See the Linux x86_64 definition.
 #[cfg(all(windows, target_arch = "x86_64"))]
+pub(crate) const LAYOUT: (usize, usize, usize, usize, usize) = (48, 40, 40, 44, 8);
+/// See the Linux x86_64 definition.
+#[cfg(all(windows, target_arch = "x86"))]
+pub(crate) const LAYOUT: (usize, usize, usize, usize, usize) = (48, 40, 40, 44, 4);
+#[cfg(any(
+    all(target_os = "linux", any(target_arch = "x86_64", target_arch = "x86")),
+    all(windows, any(target_arch = "x86_64", target_arch = "x86"))
+))]
 const _: () = {
-    assert!(std::mem::size_of::<TVariant>() == 48);
-    assert!(std::mem::offset_of!(TVariant, vt) == 44);
+    use std::mem::{offset_of, size_of};
+    let (size, union, cb_elements, vt, len) = LAYOUT;
+    assert!(size_of::<TVariant>() == size);
+    assert!(offset_of!(TVariant, value) == 0);
+    assert!(size_of::<VariantValue>() == union);
+    assert!(offset_of!(TVariant, cb_elements) == cb_elements);
+    assert!(offset_of!(TVariant, vt) == vt);
+    // pstrVal/strLen and pwstrVal/wstrLen: the pointer at 0, the 32-bit length after it.
+    assert!(offset_of!(ByteString, ptr) == 0 && offset_of!(ByteString, len) == len);
+    assert!(offset_of!(WideString, ptr) == 0 && offset_of!(WideString, len) == len);
+    assert!(size_of::<u16>() == 2 && size_of::<bool>() == 1);
 };
 
 /// A parameter as the add-in's methods see it.

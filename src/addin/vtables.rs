@@ -5,6 +5,15 @@
 //!
 //! Every vtable begins with the virtual destructor slot(s) (see [`DESTRUCTOR_SLOTS`]): OneScript
 //! deletes the object through them, so they are real functions, not NULL.
+//!
+//! Calling conventions, as 1C's `ADDIN_API` (`__stdcall` on Windows, nothing elsewhere):
+//! the methods are `extern "system"`, which is exactly that on each target: `stdcall` on
+//! 32-bit Windows (`this` pushed as the first stack argument, the callee pops), `C` elsewhere
+//! (cdecl on Linux x86, the one convention of x86_64 Windows or Linux). The destructor slots
+//! are not `ADDIN_API`: Itanium's take `this` as a C argument; MSVC's is `thiscall` on 32-bit
+//! Windows (`this` in ECX) and the x64 convention otherwise (see [`DestructorFn`]). The
+//! sizes and offsets are checked at compile time for each target below (`VTABLES`), and a
+//! host with MSVC's 32-bit conventions drives the i686 build under wine (tests/windows.rs).
 
 use super::component::Component;
 use super::guard;
@@ -83,6 +92,38 @@ const _: () = {
     assert!(offset_of!(AddInObject, language_extender) == WORD);
     assert!(offset_of!(AddInObject, locale) == 2 * WORD);
     assert!(offset_of!(AddInObject, user_language) == 3 * WORD);
+};
+
+// Every interface's vtable on each of the four targets 1C runs on: the destructor slot(s)
+// (two Itanium, one MSVC), then one word per method, in declaration order.
+// `(first method, IInitDoneBase, ILanguageExtenderBase, LocaleBase, UserLanguageBase)`:
+// the offset of the first method, then each vtable's size, in bytes.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+const VTABLES: (usize, usize, usize, usize, usize) = (16, 48, 144, 24, 24);
+#[cfg(all(target_os = "linux", target_arch = "x86"))]
+const VTABLES: (usize, usize, usize, usize, usize) = (8, 24, 72, 12, 12);
+#[cfg(all(windows, target_arch = "x86_64"))]
+const VTABLES: (usize, usize, usize, usize, usize) = (8, 40, 136, 16, 16);
+#[cfg(all(windows, target_arch = "x86"))]
+const VTABLES: (usize, usize, usize, usize, usize) = (4, 20, 68, 8, 8);
+#[cfg(any(
+    all(target_os = "linux", any(target_arch = "x86_64", target_arch = "x86")),
+    all(windows, any(target_arch = "x86_64", target_arch = "x86"))
+))]
+const _: () = {
+    let (first, init_done, language_extender, locale, user_language) = VTABLES;
+    assert!(size_of::<InitDoneVtbl>() == init_done);
+    assert!(offset_of!(InitDoneVtbl, init) == first);
+    assert!(offset_of!(InitDoneVtbl, done) == first + 3 * WORD);
+    assert!(size_of::<LanguageExtenderVtbl>() == language_extender);
+    assert!(offset_of!(LanguageExtenderVtbl, register_extension_as) == first);
+    assert!(offset_of!(LanguageExtenderVtbl, get_n_methods) == first + 8 * WORD);
+    assert!(offset_of!(LanguageExtenderVtbl, call_as_func) == first + 15 * WORD);
+    assert!(size_of::<LocaleVtbl>() == locale);
+    assert!(offset_of!(LocaleVtbl, set_locale) == first);
+    assert!(size_of::<UserLanguageVtbl>() == user_language);
+    assert!(offset_of!(UserLanguageVtbl, set_user_interface_language_code) == first);
+    assert!(size_of::<AddInObject>() >= 4 * WORD);
 };
 
 /// Interface numbers, in base-class order.

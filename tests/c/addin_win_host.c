@@ -1,7 +1,11 @@
-/* A 1C Native API host for the Windows (x64) build of the add-in, in C: it lays out the
- * interfaces as MSVC does (one destructor slot per vtable; `this` first, the Microsoft x64
- * calling convention), which g++'s Itanium vtables cannot check. Compiled with mingw-w64 and
- * run under wine by tests/windows.rs.
+/* A 1C Native API host for the Windows builds of the add-in (x64 and x86), in C: it lays out
+ * the interfaces as MSVC does (one destructor slot per vtable; `this` first), with MSVC's
+ * calling conventions, which g++'s Itanium vtables cannot check: on x64 the Microsoft x64
+ * convention for everything; on x86 the interface methods are __stdcall with `this` pushed
+ * as the first stack argument (1C's ADDIN_API), the destructor slot is __thiscall (`this` in
+ * ECX), the exports are cdecl. The host's own interfaces (memory manager, IAddInDefBase) are
+ * declared the same way, as the add-in calls them. Compiled with mingw-w64 and run under wine
+ * (32-bit wine for x86) by tests/windows.rs.
  *
  * Usage: addin_win_host.exe DLL URL. Drives both host orders (1C: Init then setMemManager,
  * teardown by DestroyObject; OneScript: setMemManager then Init, teardown by Done and the
@@ -19,6 +23,14 @@
 
 typedef uint16_t WCHAR_T;
 
+#if defined(__i386__)
+#define ADDIN_API __attribute__((stdcall))
+#define THISCALL __attribute__((thiscall))
+#else
+#define ADDIN_API
+#define THISCALL
+#endif
+
 enum { VT_EMPTY_ = 0, VT_I4_ = 3, VT_PWSTR_ = 22, VT_BLOB_ = 23 };
 
 typedef struct {
@@ -34,8 +46,12 @@ typedef struct {
     uint32_t cbElements;
     uint16_t vt;
 } tVariant;
-_Static_assert(sizeof(tVariant) == 48, "tVariant is 48 bytes on Windows x64");
-_Static_assert(offsetof(tVariant, vt) == 44, "vt at 44 on Windows x64");
+/* The same on x64 and x86: MSVC aligns int64_t and double to 8 in structs on both. */
+_Static_assert(sizeof(tVariant) == 48, "tVariant is 48 bytes on Windows");
+_Static_assert(offsetof(tVariant, cbElements) == 40, "cbElements at 40 on Windows");
+_Static_assert(offsetof(tVariant, vt) == 44, "vt at 44 on Windows");
+_Static_assert(offsetof(tVariant, u.w.wstrLen) == sizeof(void *), "wstrLen after the pointer");
+_Static_assert(offsetof(tVariant, u.s.strLen) == sizeof(void *), "strLen after the pointer");
 
 static int failures = 0;
 #define CHECK(cond, ...) do { bool ok_ = (cond); printf("%s ", ok_ ? "ok  " : "FAIL"); printf(__VA_ARGS__); printf("\n"); if (!ok_) failures++; } while (0)
@@ -43,31 +59,31 @@ static int failures = 0;
 /* ---- the host's memory manager (IMemoryManager): destructor, AllocMemory, FreeMemory ---- */
 typedef struct MemoryManager MemoryManager;
 typedef struct {
-    void *(*destructor)(MemoryManager *, unsigned);
-    bool (*AllocMemory)(MemoryManager *, void **, unsigned long);
-    void (*FreeMemory)(MemoryManager *, void **);
+    void *(THISCALL *destructor)(MemoryManager *, unsigned);
+    bool (ADDIN_API *AllocMemory)(MemoryManager *, void **, unsigned long);
+    void (ADDIN_API *FreeMemory)(MemoryManager *, void **);
 } MemoryManagerVtbl;
 struct MemoryManager { const MemoryManagerVtbl *vtbl; long live; };
 
-static void *mm_destructor(MemoryManager *m, unsigned f) { (void)f; return m; }
-static bool mm_alloc(MemoryManager *m, void **p, unsigned long bytes) {
+static void *THISCALL mm_destructor(MemoryManager *m, unsigned f) { (void)f; return m; }
+static bool ADDIN_API mm_alloc(MemoryManager *m, void **p, unsigned long bytes) {
     *p = malloc(bytes ? bytes : 1);
     if (*p) m->live++;
     return *p != NULL;
 }
-static void mm_free(MemoryManager *m, void **p) {
+static void ADDIN_API mm_free(MemoryManager *m, void **p) {
     if (*p) { free(*p); m->live--; *p = NULL; }
 }
 static const MemoryManagerVtbl MM_VTBL = { mm_destructor, mm_alloc, mm_free };
 
 /* ---- the host (IAddInDefBase): destructor, AddError, then slots the add-in does not use ---- */
 typedef struct Host Host;
-typedef bool (*AddErrorFn)(Host *, unsigned short, const WCHAR_T *, const WCHAR_T *, long);
-typedef struct { void *(*destructor)(Host *, unsigned); AddErrorFn AddError; void *rest[9]; } HostVtbl;
+typedef bool (ADDIN_API *AddErrorFn)(Host *, unsigned short, const WCHAR_T *, const WCHAR_T *, long);
+typedef struct { void *(THISCALL *destructor)(Host *, unsigned); AddErrorFn AddError; void *rest[9]; } HostVtbl;
 struct Host { const HostVtbl *vtbl; int errors; char last_error[512]; };
 
-static void *host_destructor(Host *h, unsigned f) { (void)f; return h; }
-static bool host_add_error(Host *h, unsigned short code, const WCHAR_T *src, const WCHAR_T *descr, long scode) {
+static void *THISCALL host_destructor(Host *h, unsigned f) { (void)f; return h; }
+static bool ADDIN_API host_add_error(Host *h, unsigned short code, const WCHAR_T *src, const WCHAR_T *descr, long scode) {
     (void)code; (void)src; (void)scode;
     h->errors++;
     WideCharToMultiByte(CP_UTF8, 0, (const wchar_t *)descr, -1, h->last_error, sizeof h->last_error, NULL, NULL);
@@ -77,32 +93,32 @@ static const HostVtbl HOST_VTBL = { host_destructor, host_add_error, {0} };
 
 /* ---- the component's interfaces, as MSVC lays them out ---- */
 typedef struct {
-    void *(*destructor)(void *, unsigned);
-    bool (*Init)(void *, void *);
-    bool (*setMemManager)(void *, void *);
-    long (*GetInfo)(void *);
-    void (*Done)(void *);
+    void *(THISCALL *destructor)(void *, unsigned);
+    bool (ADDIN_API *Init)(void *, void *);
+    bool (ADDIN_API *setMemManager)(void *, void *);
+    long (ADDIN_API *GetInfo)(void *);
+    void (ADDIN_API *Done)(void *);
 } InitDoneVtbl;
 typedef struct {
-    void *(*destructor)(void *, unsigned);
-    bool (*RegisterExtensionAs)(void *, WCHAR_T **);
-    long (*GetNProps)(void *);
-    long (*FindProp)(void *, const WCHAR_T *);
-    const WCHAR_T *(*GetPropName)(void *, long, long);
-    bool (*GetPropVal)(void *, long, tVariant *);
-    bool (*SetPropVal)(void *, long, tVariant *);
-    bool (*IsPropReadable)(void *, long);
-    bool (*IsPropWritable)(void *, long);
-    long (*GetNMethods)(void *);
-    long (*FindMethod)(void *, const WCHAR_T *);
-    const WCHAR_T *(*GetMethodName)(void *, long, long);
-    long (*GetNParams)(void *, long);
-    bool (*GetParamDefValue)(void *, long, long, tVariant *);
-    bool (*HasRetVal)(void *, long);
-    bool (*CallAsProc)(void *, long, tVariant *, long);
-    bool (*CallAsFunc)(void *, long, tVariant *, tVariant *, long);
+    void *(THISCALL *destructor)(void *, unsigned);
+    bool (ADDIN_API *RegisterExtensionAs)(void *, WCHAR_T **);
+    long (ADDIN_API *GetNProps)(void *);
+    long (ADDIN_API *FindProp)(void *, const WCHAR_T *);
+    const WCHAR_T *(ADDIN_API *GetPropName)(void *, long, long);
+    bool (ADDIN_API *GetPropVal)(void *, long, tVariant *);
+    bool (ADDIN_API *SetPropVal)(void *, long, tVariant *);
+    bool (ADDIN_API *IsPropReadable)(void *, long);
+    bool (ADDIN_API *IsPropWritable)(void *, long);
+    long (ADDIN_API *GetNMethods)(void *);
+    long (ADDIN_API *FindMethod)(void *, const WCHAR_T *);
+    const WCHAR_T *(ADDIN_API *GetMethodName)(void *, long, long);
+    long (ADDIN_API *GetNParams)(void *, long);
+    bool (ADDIN_API *GetParamDefValue)(void *, long, long, tVariant *);
+    bool (ADDIN_API *HasRetVal)(void *, long);
+    bool (ADDIN_API *CallAsProc)(void *, long, tVariant *, long);
+    bool (ADDIN_API *CallAsFunc)(void *, long, tVariant *, tVariant *, long);
 } LanguageExtenderVtbl;
-typedef struct { void *(*destructor)(void *, unsigned); void (*SetLocale)(void *, const WCHAR_T *); } LocaleVtbl;
+typedef struct { void *(THISCALL *destructor)(void *, unsigned); void (ADDIN_API *SetLocale)(void *, const WCHAR_T *); } LocaleVtbl;
 
 typedef const WCHAR_T *(*GetClassNamesFn)(void);
 typedef long (*GetClassObjectFn)(const WCHAR_T *, void **);
