@@ -533,17 +533,27 @@ fn save_dir_goes_through_the_proxy_for_downloads_too() {
 }
 
 #[test]
-fn a_failed_download_is_an_error_and_leaves_no_files() {
+fn a_failed_download_keeps_the_other_images_and_the_servers_json() {
+    // One item's URL answers 404: the other items are still saved, the failed one keeps its
+    // URL and gets an error of its own, and the server's JSON (created, other fields) stays.
     let server = TestServer::start(|req, _| {
         if req.method == "GET" {
-            return Action::Reply(Reply::json(403, r#"{"error":"expired"}"#));
+            return if req.path == "/gone.png" {
+                Action::Reply(Reply::json(404, r#"{"error":"expired"}"#))
+            } else {
+                Action::Reply(Reply::with_type(200, "image/png", png(2, 2)))
+            };
         }
         let host = req.header("host").unwrap_or_default().to_string();
-        let data =
-            json!([{"b64_json": b64(&png(4, 4))}, {"url": format!("http://{host}/gone.png")}]);
+        let data = json!([
+            {"b64_json": b64(&png(4, 4))},
+            {"url": format!("http://{host}/gone.png")},
+            {"url": format!("http://{host}/fine.png")},
+            {"b64_json": "not base64!"},
+        ]);
         Action::Reply(Reply::json(
             200,
-            json!({"created": 5, "data": data}).to_string(),
+            json!({"created": 5, "usage": {"total_tokens": 7}, "data": data}).to_string(),
         ))
     });
     let dir = tempfile::tempdir().unwrap();
@@ -551,15 +561,58 @@ fn a_failed_download_is_an_error_and_leaves_no_files() {
         &server.url(),
         json!({"save_dir": path_text(dir.path()), "retries": 0}),
     );
-    assert_eq!(result["error"]["code"], "io", "{result}");
+    assert!(result.get("error").is_none(), "{result}");
+    assert_eq!(result["created"], 5);
+    assert_eq!(result["usage"]["total_tokens"], 7);
+    let data = result["data"].as_array().unwrap();
+    assert_eq!(data.len(), 4);
+    for saved in [0, 2] {
+        let file = data[saved]["file"].as_str().unwrap();
+        assert!(
+            std::fs::read(file).unwrap().starts_with(b"\x89PNG"),
+            "{file}"
+        );
+        assert!(data[saved].get("error").is_none());
+    }
+    assert!(data[1]["url"].as_str().unwrap().ends_with("/gone.png"));
+    assert!(data[1].get("file").is_none());
+    assert_eq!(data[1]["error"]["code"], "io", "{result}");
     assert!(
-        result["error"]["message"].as_str().unwrap().contains("403"),
+        data[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("404"),
         "{result}"
     );
+    assert_eq!(data[3]["b64_json"], "not base64!");
+    assert_eq!(data[3]["error"]["code"], "io", "{result}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+}
+
+#[test]
+fn a_folder_that_cannot_be_written_fails_the_call_with_the_servers_json() {
+    // The folder exists when the call starts (it is made before the request is sent) and is
+    // replaced by a file while the server answers: no image can be written.
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("images");
+    let moved = target.clone();
+    let server = TestServer::start(move |_, _| {
+        let _ = std::fs::remove_dir_all(&moved);
+        std::fs::write(&moved, "not a folder").unwrap();
+        Action::Reply(Reply::json(
+            200,
+            json!({"created": 9, "data": [{"b64_json": b64(&png(4, 4))}, {"b64_json": b64(&png(2, 2))}]})
+                .to_string(),
+        ))
+    });
+    let result = call(&server.url(), json!({"save_dir": path_text(&target)}));
+    assert_eq!(result["error"]["code"], "io", "{result}");
+    assert_eq!(result["error"]["type"], "opi_client_error");
+    assert_eq!(result["error"]["response"]["created"], 9, "{result}");
     assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        0,
-        "the first image was removed again"
+        result["error"]["response"]["data"][1]["b64_json"],
+        b64(&png(2, 2)),
+        "the images are still in the result"
     );
 }
 

@@ -29,8 +29,13 @@ pub(crate) fn prepare_dir(dir: &Path) -> Result<(), Error> {
 
 /// Writes the images of a successful answer into `dir` and returns the result with `"file"`
 /// added to each data item (and `b64_json` removed with `drop_b64`). Answers that are not a
-/// 2xx with a `data` array are returned unchanged. All or nothing: when one image fails, the
-/// files written so far by this call are removed and the error is returned.
+/// 2xx with a `data` array are returned unchanged.
+///
+/// Nothing paid for is thrown away: an item that cannot be saved (a download that fails, data
+/// that is not base64) keeps its data and gets `"error": {"code", "message"}` of its own; the
+/// others are saved. Only a folder that cannot be written at all (the first write of the
+/// call fails) fails the call: the result is then an `io` error whose `response` is the
+/// server's JSON.
 pub(crate) fn save_images(
     json: String,
     status: u16,
@@ -61,22 +66,49 @@ pub(crate) fn save_images(
         return Ok(json);
     };
     drop(json);
-    let mut written: Vec<PathBuf> = Vec::new();
+    let mut written = 0usize;
+    let mut folder_failure = None;
     for (index, item) in data.iter_mut().enumerate() {
         match save_item(
             item, index, created, declared, dir, options, deadline, trace,
         ) {
-            Ok(Some(path)) => written.push(path),
+            Ok(Some(_)) => written += 1,
             Ok(None) => {}
-            Err(err) => {
-                for path in &written {
-                    let _ = std::fs::remove_file(path);
+            Err(ItemError::Item(Error::Cancelled)) => return Err(Error::Cancelled),
+            // Nothing could be written here yet: the folder itself is at fault, and the
+            // remaining images would fail the same way.
+            Err(ItemError::Write(err)) if written == 0 => {
+                folder_failure = Some(err);
+                break;
+            }
+            Err(ItemError::Write(err) | ItemError::Item(err)) => {
+                if let Some(fields) = item.as_object_mut() {
+                    fields.insert(
+                        "error".to_string(),
+                        serde_json::json!({"code": err.code(), "message": err.to_string()}),
+                    );
                 }
-                return Err(err);
             }
         }
     }
+    if let Some(err) = folder_failure {
+        let mut result = err.to_value();
+        result["error"]["response"] = value;
+        return Ok(result.to_string());
+    }
     Ok(value.to_string())
+}
+
+/// Why one item was not saved: its own data or download, or the write into the folder.
+enum ItemError {
+    Item(Error),
+    Write(Error),
+}
+
+impl From<Error> for ItemError {
+    fn from(err: Error) -> Self {
+        ItemError::Item(err)
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -89,7 +121,7 @@ fn save_item(
     options: &Options,
     deadline: Instant,
     trace: &mut dyn FnMut(&TraceEvent),
-) -> Result<Option<PathBuf>, Error> {
+) -> Result<Option<PathBuf>, ItemError> {
     let Some(fields) = item.as_object_mut() else {
         return Ok(None);
     };
@@ -111,10 +143,10 @@ fn save_item(
     // The bytes decide; the declared output_format only when they are not recognised.
     let ext = sniff(&bytes).or(declared).unwrap_or("bin");
     let path = write_new(dir, &format!("{created}_{index}"), ext, &bytes).map_err(|e| {
-        Error::Io(format!(
+        ItemError::Write(Error::Io(format!(
             "image {index} could not be written in {}: {e}",
             dir.display()
-        ))
+        )))
     })?;
     if options.drop_b64 {
         fields.remove("b64_json");
