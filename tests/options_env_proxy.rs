@@ -78,30 +78,46 @@ fn proxy_environment_variables_apply_when_the_option_is_absent() {
         .unwrap_or("")
         .starts_with("Basic "));
 
-    // NO_PROXY exempts the host: the call goes direct.
-    set("HTTPS_PROXY", Some(&proxy.url()));
+    // NO_PROXY exempts the host: the call goes direct. `proxy` above keeps a tunnel alive
+    // from its first call, so a wrongly proxied call would send no new CONNECT: a fresh proxy
+    // for each case, and the bytes it carried, are what show that nothing went through it.
+    let exempt_proxy = ConnectProxy::start(None);
+    set("HTTPS_PROXY", Some(&exempt_proxy.url()));
     set("NO_PROXY", Some("example.invalid, 127.0.0.1"));
-    let before = proxy.requests().len();
+    let served = https.requests().len();
     let result = call(&https.url(), ca.clone());
     assert!(result["data"].is_array(), "{result}");
     assert_eq!(
-        proxy.requests().len(),
-        before,
+        https.requests().len(),
+        served + 1,
+        "the call reached the server"
+    );
+    assert_eq!(
+        (exempt_proxy.requests().len(), exempt_proxy.bytes()),
+        (0, 0),
         "NO_PROXY must bypass the proxy"
     );
     set("NO_PROXY", None);
 
     // The option wins over the environment: "" is a direct call, a URL is that proxy.
+    let env_proxy = ConnectProxy::start(None);
+    set("HTTPS_PROXY", Some(&env_proxy.url()));
     let mut direct = ca.clone();
     direct["proxy"] = json!("");
     let result = call(&https.url(), direct);
     assert!(result["data"].is_array(), "{result}");
-    assert_eq!(proxy.requests().len(), before);
+    assert_eq!(
+        (env_proxy.requests().len(), env_proxy.bytes()),
+        (0, 0),
+        "proxy \"\" must not fall back to the environment"
+    );
+    let before = env_proxy.requests().len();
     let other = ConnectProxy::start(None);
     let mut chosen = ca.clone();
     chosen["proxy"] = json!(other.url());
     assert!(call(&https.url(), chosen)["data"].is_array());
-    assert_eq!((other.tunnels(), proxy.requests().len()), (1, before));
+    assert_eq!((other.tunnels(), env_proxy.requests().len()), (1, before));
+    assert!(other.bytes() > 0);
 
     // A variable that is not a proxy URL is an error, not a silent direct call.
     set("HTTPS_PROXY", Some("ftp://127.0.0.1:1"));

@@ -20,15 +20,38 @@ static void expect(const char *name, char *result, const char *needle1, const ch
 }
 
 static const char *URL;
+/* The base64 image the test server returns (images_handler: the same PNG for every call). */
+static char *B64;
+
+/* Checks a whole result of the test server's images_handler for `prompt`:
+ * {"created":<digits>,"data":[{"b64_json":"<B64>","revised_prompt":"<prompt>"}]}
+ * byte for byte except the created number (it counts requests): a result that is truncated,
+ * mixed up with another thread's, or an error fails. */
+static int is_images_result(const char *r, const char *prompt) {
+    const char *head = "{\"created\":";
+    if (r == NULL || strncmp(r, head, strlen(head)) != 0) return 0;
+    r += strlen(head);
+    if (*r < '0' || *r > '9') return 0;
+    while (*r >= '0' && *r <= '9') r++;
+    const char *data = ",\"data\":[{\"b64_json\":\"";
+    if (strncmp(r, data, strlen(data)) != 0) return 0;
+    r += strlen(data);
+    if (strncmp(r, B64, strlen(B64)) != 0) return 0;
+    r += strlen(B64);
+    char tail[256];
+    snprintf(tail, sizeof tail, "\",\"revised_prompt\":\"%s\"}]}", prompt);
+    return strcmp(r, tail) == 0;
+}
 
 static void *worker(void *arg) {
     intptr_t id = (intptr_t)arg; /* long is 32-bit on Windows */
     for (int i = 0; i < 10; i++) {
-        char descr[128];
-        snprintf(descr, sizeof descr, "{\"prompt\":\"thread %d call %d\"}", (int)id, i);
+        char prompt[64], descr[128];
+        snprintf(prompt, sizeof prompt, "thread %d call %d", (int)id, i);
+        snprintf(descr, sizeof descr, "{\"prompt\":\"%s\"}", prompt);
         char *r = opi_openai_get_images(URL, "sk-c-test", "m", descr, NULL);
-        if (strstr(r, "\"created\"") == NULL) {
-            printf("FAIL thread %d: %s\n", (int)id, r);
+        if (!is_images_result(r, prompt)) {
+            printf("FAIL thread %d call %d: %.300s\n", (int)id, i, r ? r : "(NULL)");
             __atomic_add_fetch(&failures, 1, __ATOMIC_SEQ_CST);
         }
         opi_free_string(r);
@@ -73,9 +96,28 @@ int main(int argc, char **argv) {
     const char *v = opi_version();
     if (v == NULL || strlen(v) == 0) { printf("FAIL version\n"); failures++; } else printf("ok   version %s\n", v);
 
+    /* The image every answer carries, from one call, for the threads' whole-result checks. */
+    char *first = opi_openai_get_images(URL, "sk-c-test", "m", "{'prompt':'reference'}", NULL);
+    const char *start = first ? strstr(first, "\"b64_json\":\"") : NULL;
+    const char *end = start ? strchr(start + 12, '"') : NULL;
+    if (end == NULL) {
+        printf("FAIL reference call: %s\n", first ? first : "(NULL)");
+        return 1;
+    }
+    start += 12;
+    B64 = malloc((size_t)(end - start) + 1);
+    memcpy(B64, start, (size_t)(end - start));
+    B64[end - start] = 0;
+    if (!is_images_result(first, "reference")) {
+        printf("FAIL reference result: %s\n", first);
+        failures++;
+    }
+    opi_free_string(first);
+
     pthread_t threads[8];
     for (intptr_t t = 0; t < 8; t++) pthread_create(&threads[t], NULL, worker, (void *)t);
     for (int t = 0; t < 8; t++) pthread_join(threads[t], NULL);
-    printf("%s threads\n", failures ? "FAIL" : "ok  ");
+    printf("%s threads: 80 whole results checked\n", failures ? "FAIL" : "ok  ");
+    free(B64);
     return failures ? 1 : 0;
 }
