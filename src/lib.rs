@@ -118,5 +118,8 @@ static RELEASE_ON_UNLOAD: extern "C" fn() = release_on_unload;
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
 extern "C" fn release_on_unload() {
     // Nothing may unwind out of a loader callback.
-    let _ = std::panic::catch_unwind(crate::core::release_process_state);
+    let _ = std::panic::catch_unwind(|| {
+        crate::core::release_process_state();
+        crate::capi::boundary::release();
+    });
 }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use support::proxy::ConnectProxy;
 use support::server::images_handler;
 use support::tls::TlsServer;
-use support::{get_images_ex, parse, TestServer};
+use support::{get_images_ex, parse, Action, Reply, TestServer};
 
 const TOKEN: &str = "sk-test-env-proxy-SECRET-51d0";
 
@@ -97,6 +97,50 @@ fn proxy_environment_variables_apply_when_the_option_is_absent() {
         (0, 0),
         "NO_PROXY must bypass the proxy"
     );
+    set("NO_PROXY", None);
+
+    // Each redirect hop takes its own route: NO_PROXY applies to the host redirected to,
+    // both ways (proxied -> direct, direct -> proxied).
+    let target = TestServer::start_on("127.0.0.2:0", |_, _| {
+        Action::Reply(Reply::json(200, r#"{"created":1,"data":[]}"#))
+    });
+    let target_url = target.url();
+    let first = TestServer::start(move |_, _| {
+        Action::Reply(Reply::json(307, "").header("location", &target_url))
+    });
+    let hop_proxy = ConnectProxy::start(None);
+    set("HTTP_PROXY", Some(&hop_proxy.url()));
+    set("NO_PROXY", Some("127.0.0.2"));
+    let result = call(&first.url(), json!({}));
+    assert!(result["data"].is_array(), "{result}");
+    let targets: Vec<String> = hop_proxy
+        .requests()
+        .iter()
+        .map(|r| r.target.clone())
+        .collect();
+    assert_eq!(
+        targets,
+        [first.addr.to_string()],
+        "the second hop went through the proxy"
+    );
+    assert_eq!(target.requests().len(), 1);
+    let back_proxy = ConnectProxy::start(None);
+    set("HTTP_PROXY", Some(&back_proxy.url()));
+    set("NO_PROXY", Some(&first.addr.to_string()));
+    let result = call(&first.url(), json!({}));
+    assert!(result["data"].is_array(), "{result}");
+    let targets: Vec<String> = back_proxy
+        .requests()
+        .iter()
+        .map(|r| r.target.clone())
+        .collect();
+    assert_eq!(
+        targets,
+        [target.addr.to_string()],
+        "only the second hop is proxied"
+    );
+    assert_eq!(first.requests().len(), 2);
+    set("HTTP_PROXY", None);
     set("NO_PROXY", None);
 
     // The option wins over the environment: "" is a direct call, a URL is that proxy.

@@ -90,6 +90,15 @@ static LIVE: LiveStrings = LiveStrings {
 
 const SHARDS: usize = 16;
 
+/// Drops the maps of [`LIVE`] (run when the library is unloaded: a string still held by the
+/// host then can no longer be freed through us anyway).
+pub(crate) fn release() {
+    for shard in &LIVE.shards {
+        let map = shard.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(map);
+    }
+}
+
 type Shard = Option<HashMap<usize, (usize, usize)>>;
 
 struct LiveStrings {

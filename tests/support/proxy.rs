@@ -170,7 +170,12 @@ fn handle(
     }
     // Tests stay on this machine: only loopback targets are tunnelled.
     let host = target.rsplit_once(':').map_or("", |(h, _)| h);
-    if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+    let loopback_ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback());
+    if !(loopback_ip || host == "localhost") {
         return answer(&mut writer, "403 Forbidden", "");
     }
     let Ok(upstream) = TcpStream::connect(&target) else {
