@@ -24,10 +24,15 @@
  *   big    --calls K big calls per round, each side in a fresh child process: MiB/s, client
  *          CPU per MiB and the child's peak RSS (getrusage of the child, from wait4).
  *   save   ours only, big calls with {"save_dir": DIR, "drop_b64": true} in a fresh child:
- *          time, peak RSS; the files are checked (size) and removed.
+ *          time, peak RSS; the files are checked (size) and removed. Each round also runs
+ *          the same calls without save_dir: the decode+write rate is the base64 bytes over
+ *          the time difference (noisy when the difference is small; a 0 means "no slower").
  *   first  one call in a fresh child process per side and round: the first call's time.
  *   slow   T threads x M calls to a server that waits --delay-ms per call: the time against
- *          the ideal M x delay (ratio above 1 means worse than ideal).
+ *          the ideal M x delay (ratio above 1 means worse than ideal); and ours as one
+ *          opi_openai_get_images_batch call of T x M descriptions with option parallel T.
+ * Peak RSS is reported as the child's peak over the body (x_body) and as its growth from
+ * before the calls (rss_growth: what the calls added, without the loaded libraries).
  * Common: --rounds R (median of R rounds, with the range), --ca FILE (HTTPS), --key NAME.
  *
  * Output: a line per figure for people, and RESULT lines for run.sh:
@@ -505,18 +510,25 @@ static struct child_result spawn_child(enum side side, const char *what, int cal
 
 /* big / save / first: each side (alternating) in its own fresh process per round. */
 static void figure_children(const char *what, int calls, int rounds) {
-    double rate[2][MAX_ROUNDS], cost[2][MAX_ROUNDS], rss[2][MAX_ROUNDS], ms[2][MAX_ROUNDS];
+    double rate[2][MAX_ROUNDS], cost[2][MAX_ROUNDS], rss[2][MAX_ROUNDS], grow[2][MAX_ROUNDS],
+        ms[2][MAX_ROUNDS];
     double body_mib = ref.len / (1024.0 * 1024.0), units = calls * body_mib;
     int save = strcmp(what, "save") == 0, first = strcmp(what, "first") == 0;
     for (int r = 0; r < rounds; r++)
         for (int k = 0; k < 2; k++) {
             enum side side = (r + k) % 2 ? LIBCURL : OURS;
-            if (save && side == LIBCURL) continue;
+            if (save && side == LIBCURL) {
+                /* The same calls without save_dir: the difference is the decoding and writing. */
+                struct child_result plain = spawn_child(OURS, "big", calls);
+                ms[LIBCURL][r] = plain.wall * 1e3 / calls;
+                continue;
+            }
             struct child_result c = spawn_child(side, what, calls);
             ms[side][r] = c.wall * 1e3 / (first ? 1 : calls);
             rate[side][r] = units / c.wall;
             cost[side][r] = c.cpu * 1e6 / units / 1e3; /* ms per MiB */
             rss[side][r] = c.rss_mib / body_mib;
+            grow[side][r] = (c.rss_mib - c.base_mib) / body_mib;
         }
     char name[160];
     if (first) {
@@ -527,8 +539,21 @@ static void figure_children(const char *what, int calls, int rounds) {
     if (save) {
         snprintf(name, sizeof name, "%s_save_ms_per_call", key);
         report_one(name, "ms", ms[OURS], rounds);
+        snprintf(name, sizeof name, "%s_nosave_ms_per_call", key);
+        report_one(name, "ms", ms[LIBCURL], rounds);
+        /* base64 bytes decoded (and 3/4 of them written) per second of the extra time */
+        double gbs[MAX_ROUNDS];
+        size_t b64 = ref.len - ref.from - strlen(",\"data\":[{\"b64_json\":\"\"}]}");
+        for (int r = 0; r < rounds; r++) {
+            double extra = (ms[OURS][r] - ms[LIBCURL][r]) / 1e3;
+            gbs[r] = extra > 0 ? b64 / extra / 1e9 : 0;
+        }
+        snprintf(name, sizeof name, "%s_save_decode_write_gb_s", key);
+        report_one(name, "GB/s", gbs, rounds);
         snprintf(name, sizeof name, "%s_save_peak_rss_x_body", key);
         report_one(name, "x", rss[OURS], rounds);
+        snprintf(name, sizeof name, "%s_save_rss_growth_x_body", key);
+        report_one(name, "x", grow[OURS], rounds);
         return;
     }
     snprintf(name, sizeof name, "%s_big", key);
@@ -537,23 +562,61 @@ static void figure_children(const char *what, int calls, int rounds) {
     report(name, "ms/MiB", cost[OURS], cost[LIBCURL], rounds, 0);
     snprintf(name, sizeof name, "%s_big_peak_rss_x_body", key);
     report(name, "x", rss[OURS], rss[LIBCURL], rounds, 0);
+    snprintf(name, sizeof name, "%s_big_rss_growth_x_body", key);
+    report(name, "x", grow[OURS], grow[LIBCURL], rounds, 0);
 }
 
 /* ---- slow server: concurrency against the ideal ----------------------------------------- */
 
+/* opi_openai_get_images_batch with threads x per_thread descriptions and option parallel =
+ * threads: every item of {"results": [...]} checked as a single answer is. */
+static void batch_call(int threads, int per_thread) {
+    int n = threads * per_thread;
+    size_t one = strlen(DESCR) + 1;
+    char *descrs = malloc(n * one + 3), *p = descrs;
+    *p++ = '[';
+    for (int i = 0; i < n; i++) p += sprintf(p, "%s%s", i ? "," : "", DESCR);
+    strcpy(p, "]");
+    char opts[1300];
+    snprintf(opts, sizeof opts, "{\"parallel\":%d%s%s%s}", threads, ca ? ",\"ca_file\":\"" : "",
+             ca ? ca : "", ca ? "\"" : "");
+    char *r = opi_openai_get_images_batch(base, TOKEN, MODEL, descrs, NULL, opts);
+    /* {"results":[A,B,...]} with every item as long as the reference answer */
+    int good = r && ref.data && strncmp(r, "{\"results\":[", 12) == 0 &&
+               strlen(r) == 12 + n * ref.len + (n - 1) + 2;
+    const char *at = r ? r + 12 : NULL;
+    for (int i = 0; good && i < n; i++) {
+        good = strncmp(at, "{\"created\":", 11) == 0;
+        for (size_t d = 11; good && d < ref.from; d++) good = at[d] >= '0' && at[d] <= '9';
+        good = good && memcmp(at + ref.from, ref.data + ref.from, ref.len - ref.from) == 0;
+        at += ref.len;
+        good = good && *at == (i + 1 < n ? ',' : ']');
+        at++;
+    }
+    if (!good) fail("opi_openai batch", "not the expected answers", r);
+    opi_free_string(r);
+    free(descrs);
+}
+
 static void figure_slow(int threads, int per_thread, int delay_ms, int rounds) {
-    double over[2][MAX_ROUNDS];
+    double over[2][MAX_ROUNDS], batch[MAX_ROUNDS];
     double ideal = per_thread * delay_ms / 1e3;
-    for (int r = 0; r < rounds; r++)
+    for (int r = 0; r < rounds; r++) {
         for (int k = 0; k < 2; k++) {
             enum side side = (r + k) % 2 ? LIBCURL : OURS;
             double wall, cpu_s;
             run_side(side, NULL, per_thread, threads, &wall, &cpu_s);
             over[side][r] = wall / ideal;
         }
+        double t0 = now();
+        batch_call(threads, per_thread);
+        batch[r] = (now() - t0) / ideal;
+    }
     char name[160];
     snprintf(name, sizeof name, "%s_x_ideal", key);
     report(name, "x_ideal", over[OURS], over[LIBCURL], rounds, 0);
+    snprintf(name, sizeof name, "%s_batch_x_ideal", key);
+    report_one(name, "x_ideal", batch, rounds);
 }
 
 /* ---- main ------------------------------------------------------------------------------- */
