@@ -6,8 +6,10 @@
 use super::error::Error;
 use super::input::{kind_of, parse_optional_object};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// What a call returns for a response: the body alone, or OPI's `adv_response` shape.
@@ -146,7 +148,7 @@ impl Options {
                 "proxy" => options.proxy = Some(proxy(value)?),
                 "ca_file" => {
                     let path = absolute(key, value)?;
-                    load_ca_file(&path)?;
+                    check_ca_file(&path)?;
                     options.ca_file = Some(path);
                 }
                 "tls_verify" => options.tls_verify = boolean(key, value)?,
@@ -204,6 +206,34 @@ impl Options {
         }
         Ok(options)
     }
+}
+
+/// Checks that `path` is a readable PEM file with a certificate, as [`load_ca_file`] does,
+/// once per version of the file: a call with `ca_file` parses its options every time, and
+/// reading and decoding the file cost more than the rest of a small call's set-up. A file
+/// whose size or modification time changed is read again.
+fn check_ca_file(path: &Path) -> Result<(), Error> {
+    type Seen = HashMap<PathBuf, (u64, Option<std::time::SystemTime>)>;
+    static CHECKED: Mutex<Option<Seen>> = Mutex::new(None);
+    let version = std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.len(), m.modified().ok()));
+    let known = |checked: &Option<Seen>| {
+        version.is_some() && checked.as_ref().and_then(|c| c.get(path)) == version.as_ref()
+    };
+    if known(&CHECKED.lock().unwrap_or_else(|e| e.into_inner())) {
+        return Ok(());
+    }
+    load_ca_file(path)?;
+    if let Some(version) = version {
+        let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
+        let map = checked.get_or_insert_with(HashMap::new);
+        if map.len() >= 64 {
+            map.clear();
+        }
+        map.insert(path.to_path_buf(), version);
+    }
+    Ok(())
 }
 
 /// Reads a PEM bundle: every certificate in it, at least one.
