@@ -455,6 +455,58 @@ fn drop_b64_removes_the_strings_and_keeps_the_paths() {
     }
 }
 
+/// An answer written by hand: spaces around the colons, numbers serde_json would write
+/// differently, and a `b64_json` with the escapes JSON allows (`\/`, `\n` line breaks).
+#[test]
+fn save_dir_keeps_the_rest_of_the_answer_byte_for_byte() {
+    let plain = b64(&png(16, 16));
+    let escaped = b64(&jpeg_bytes()).replace('/', "\\/");
+    let escaped = format!("{}\\n{}", &escaped[..40], &escaped[40..]);
+    let answer = format!(
+        r#"{{"created" : 1750000003, "usage": {{"total": 1.50e2}},
+  "data": [ {{ "b64_json" : "{plain}", "revised_prompt": "a\u00e9b" }},
+            {{"revised_prompt":"c", "b64_json":"{escaped}"}} ] }}"#
+    );
+    let served = answer.clone();
+    let server = TestServer::start(move |_, _| Action::Reply(Reply::json(200, served.clone())));
+    for drop_b64 in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let text = get_images_ex(
+            &request(&server.url()),
+            &json!({"save_dir": path_text(dir.path()), "drop_b64": drop_b64}).to_string(),
+        );
+        let files = [
+            dir.path().join("1750000003_0.png"),
+            dir.path().join("1750000003_1.jpeg"),
+        ];
+        assert_eq!(std::fs::read(&files[0]).unwrap(), png(16, 16), "{text}");
+        assert_eq!(std::fs::read(&files[1]).unwrap(), jpeg_bytes());
+        let file = |i: usize| serde_json::to_string(&path_text(&files[i])).unwrap();
+        let expected = if drop_b64 {
+            answer
+                .replace(
+                    &format!(r#""b64_json" : "{plain}""#),
+                    &format!(r#""file":{}"#, file(0)),
+                )
+                .replace(
+                    &format!(r#""b64_json":"{escaped}""#),
+                    &format!(r#""file":{}"#, file(1)),
+                )
+        } else {
+            answer
+                .replace(
+                    &format!(r#""{plain}""#),
+                    &format!(r#""{plain}","file":{}"#, file(0)),
+                )
+                .replace(
+                    &format!(r#""{escaped}""#),
+                    &format!(r#""{escaped}","file":{}"#, file(1)),
+                )
+        };
+        assert_eq!(text, expected, "drop_b64 {drop_b64}");
+    }
+}
+
 #[test]
 fn save_dir_uses_output_format_when_the_bytes_are_not_recognised() {
     let answer = json!({"created": 1750000003u64, "output_format": "webp", "data": [{"b64_json": b64(b"opaque")}]});
@@ -607,6 +659,49 @@ fn a_failed_download_keeps_the_other_images_and_the_servers_json() {
     assert_eq!(data[3]["b64_json"], "not base64!");
     assert_eq!(data[3]["error"]["code"], "io", "{result}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+}
+
+/// With drop_b64 an image is decoded into the answer's own buffer: when it cannot be written,
+/// or is not base64, the server's text must come back as it was.
+#[test]
+fn with_drop_b64_unsaved_images_keep_their_base64() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("images");
+    let moved = target.clone();
+    let images = [
+        b64(&png(4, 4)),
+        b64(&png(3, 3)).trim_end_matches('=').to_string(),
+    ];
+    let served = images.clone();
+    let server = TestServer::start(move |req, _| {
+        if req.body_text().contains("unwritable") {
+            let _ = std::fs::remove_dir_all(&moved);
+            std::fs::write(&moved, "not a folder").unwrap();
+        }
+        let data = json!([{"b64_json": served[0]}, {"b64_json": "QUJD!"}, {"b64_json": served[1]}]);
+        Action::Reply(Reply::json(
+            200,
+            json!({"created": 11, "data": data}).to_string(),
+        ))
+    });
+    let options = json!({"save_dir": path_text(&target), "drop_b64": true}).to_string();
+    let url = server.url();
+    let mut req = request(&url);
+    let result = parse(&get_images_ex(&req, &options));
+    let data = result["data"].as_array().unwrap();
+    assert!(
+        data[0].get("b64_json").is_none() && data[0]["file"].is_string(),
+        "{result}"
+    );
+    assert_eq!(data[1]["b64_json"], "QUJD!", "{result}");
+    assert_eq!(data[1]["error"]["code"], "io");
+    assert!(data[2].get("b64_json").is_none() && data[2]["file"].is_string());
+    req.descr = r#"{"prompt": "unwritable"}"#;
+    let result = parse(&get_images_ex(&req, &options));
+    assert_eq!(result["error"]["code"], "io", "{result}");
+    let response = &result["error"]["response"]["data"];
+    assert_eq!(response[0]["b64_json"], images[0], "{result}");
+    assert_eq!(response[2]["b64_json"], images[1]);
 }
 
 #[test]
