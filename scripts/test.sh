@@ -32,6 +32,7 @@ APT_PACKAGES=(
     gcc g++ binutils pkg-config make     # C example, C++ add-in host, objdump (all)
     valgrind                             # memory checks across the boundary (capi, addin)
     libcurl4-openssl-dev                 # the benchmark's anchor
+    nginx-light openssl                  # the benchmark's neutral server and test CA (.ci/run)
     zip unzip ca-certificates            # the add-in zip (addin, glibc, release)
     python3 python3-venv python3-pip     # bindings, the Python package, ziglang
     gcc-mingw-w64-x86-64 wine64          # Windows x64 (windows)

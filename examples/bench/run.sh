@@ -6,7 +6,7 @@
 #
 #   bash examples/bench/run.sh            # a few minutes once built
 #   bash examples/bench/run.sh --quick    # fewer calls and rounds
-#   bash examples/bench/run.sh --smoke    # seconds: only checks that the harness works (CI)
+#   bash examples/bench/run.sh --smoke    # seconds, debug build: only checks the harness (CI)
 #
 # Servers, all on 127.0.0.1, started here and stopped on exit:
 # - nginx (Debian's), a neutral static server, config written at run time: plain HTTP and
@@ -67,10 +67,17 @@ LOG="$OUT/last-run.txt"
 : >"$LOG"
 say() { echo "$@" | tee -a "$LOG"; }
 
-say "== build (release)"
-cargo build --release --lib --example local_server 2>&1 | tail -n 2
-LIB="${OPI_BENCH_LIB:-$TARGET/release/libopi_openai.so}"
-SERVER_BIN="$TARGET/release/examples/local_server"
+# --smoke checks the harness, not the figures: the debug build that `cargo test` already made.
+PROFILE=release
+[[ "$MODE" == --smoke ]] && PROFILE=debug
+say "== build ($PROFILE)"
+if [[ $PROFILE == release ]]; then
+    cargo build --release --lib --example local_server 2>&1 | tail -n 2
+else
+    cargo build --lib --example local_server 2>&1 | tail -n 2
+fi
+LIB="${OPI_BENCH_LIB:-$TARGET/$PROFILE/libopi_openai.so}"
+SERVER_BIN="$TARGET/$PROFILE/examples/local_server"
 [[ -f "$LIB" && -x "$SERVER_BIN" ]] || { echo "run.sh: no $LIB or $SERVER_BIN" >&2; exit 1; }
 LIBDIR="$RUN/lib"
 mkdir -p "$LIBDIR"
