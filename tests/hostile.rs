@@ -909,3 +909,30 @@ fn a_token_across_the_2_kib_excerpt_boundary_leaves_no_prefix() {
         assert!(excerpt.starts_with(&"x".repeat(offset.min(2048) - 1)));
     }
 }
+
+#[test]
+fn the_trace_never_carries_the_token_wherever_the_caller_put_it() {
+    // The token in another header, in the URL's query and in the description: the trace
+    // (what --debug and hosts' loggers see) shows *** for each, under the same rule.
+    let server = TestServer::start(|_, _| Action::Reply(Reply::json(200, OK)));
+    let url = format!("{}?key={TOKEN}", server.url());
+    let headers = format!("{{'x-api-key':'{TOKEN}'}}");
+    let descr = format!("{{'prompt':'my key is {TOKEN}'}}");
+    let req = ImageRequest {
+        url: &url,
+        token: TOKEN,
+        descr: &descr,
+        headers: &headers,
+        ..Default::default()
+    };
+    let options = opi_openai::Options::parse("").unwrap();
+    let mut seen = Vec::new();
+    let result =
+        support::get_images_traced(&req, &options, &mut |event| seen.push(format!("{event:?}")));
+    assert_eq!(result, OK);
+    assert!(seen.len() >= 2, "{seen:?}");
+    for line in &seen {
+        assert!(!line.contains(TOKEN), "the trace holds the token: {line}");
+    }
+    assert!(seen[0].contains("***"), "{}", seen[0]);
+}

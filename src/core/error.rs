@@ -124,3 +124,16 @@ pub fn redact(text: &str, secret: &str) -> String {
     }
     text.replace(secret, "***")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rule_has_two_sides_at_8_bytes() {
+        assert_eq!(redact("key pa$$w0rd! sent", "pa$$w0rd!"), "key *** sent");
+        assert_eq!(redact("abcdefgh abcdefgh", "abcdefgh"), "*** ***");
+        assert_eq!(redact("key abcdefg sent", "abcdefg"), "key abcdefg sent");
+        assert_eq!(redact("anything", ""), "anything");
+    }
+}

@@ -184,10 +184,25 @@ fn call(
     if let Some(line) = route.describe() {
         trace(&TraceEvent::Notice(&line));
     }
+    // The one redaction rule for the trace too: Authorization is shown as `Bearer ***`, and
+    // the token anywhere else the caller put it (another header, the URL, the description).
+    let shown_body = if json_scan::may_hold(&body, req.token) {
+        json_scan::scrub_json_text(body.clone(), req.token)
+    } else {
+        String::new()
+    };
     trace(&TraceEvent::Request {
-        url: endpoint.as_str(),
-        headers: headers.redacted(),
-        body: &body,
+        url: &error::redact(endpoint.as_str(), req.token),
+        headers: headers
+            .redacted()
+            .into_iter()
+            .map(|(name, value)| (name, error::redact(&value, req.token)))
+            .collect(),
+        body: if shown_body.is_empty() {
+            &body
+        } else {
+            &shown_body
+        },
     });
     let resp = transport::post(
         &agent,
