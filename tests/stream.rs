@@ -549,3 +549,28 @@ fn cancel_from_another_thread_while_the_read_is_blocked() {
         closed.saturating_duration_since(cancelled_at).as_secs_f64() * 1000.0
     );
 }
+
+#[test]
+fn a_redirect_is_followed_to_the_stream() {
+    let last = b64(&png(8, 8));
+    let body = event("image_generation.completed", &completed_json(&last), "\n");
+    let stream = SseServer::start(move |_| {
+        vec![
+            Step::Write(sse_head()),
+            Step::Write(body.clone().into_bytes()),
+        ]
+    });
+    let target = format!("{}/images/generations", stream.url());
+    let front = TestServer::start(move |_, _| {
+        Action::Reply(Reply::json(307, "").header("Location", &target))
+    });
+    let (result, seen) = call(&front.url(), &Options::default());
+    assert_eq!(
+        parse(&result)["data"][0]["b64_json"],
+        last.as_str(),
+        "{result}"
+    );
+    assert_eq!(seen.len(), 1);
+    let sent: Value = serde_json::from_slice(&stream.requests()[0].body).unwrap();
+    assert_eq!(sent["stream"], true, "307 repeats the POST with its body");
+}
