@@ -31,6 +31,7 @@
 // The 1C Native API add-in: its exports and vtables are for 1C hosts, not the C header.
 /// cbindgen:ignore
 mod addin;
+mod boundary;
 mod capi;
 mod core;
 // Internals for the fuzz targets in fuzz/ (and their properties); not part of the API. The

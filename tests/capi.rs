@@ -224,3 +224,29 @@ fn stream_and_batch_from_c_under_valgrind_are_clean() {
     assert!(stdout.contains("ALL OK"), "{stdout}");
     assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
 }
+
+/// A panic inside a C export is caught at the one boundary and reported as an `internal`
+/// error result (not `io`), and the process goes on. The library of a debug build panics on
+/// purpose when `OPI_OPENAI_PANIC_PROBE` names the point (release builds have no probe).
+#[cfg(debug_assertions)]
+#[test]
+fn a_panic_in_a_c_export_is_an_internal_error_result() {
+    let server = image_server();
+    let exe = compile("examples/get_images.c", "get_images_panic");
+    let out = Command::new(&exe)
+        .arg(server.url())
+        .env_remove("OPENAI_TOKEN")
+        .env("OPI_OPENAI_PANIC_PROBE", "capi")
+        .output()
+        .expect("run the C program");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let v = support::parse(stdout.lines().nth(1).expect("the result line"));
+    assert_eq!(v["error"]["code"], "internal", "{stdout}");
+    assert_eq!(v["error"]["type"], "opi_client_error");
+    assert!(
+        stderr.contains("panic probe"),
+        "the panic hook ran: {stderr}"
+    );
+    assert!(server.requests().is_empty(), "nothing was sent");
+}

@@ -1,26 +1,15 @@
-//! The panic boundary and the pointer helpers every exported function uses.
+//! The pointer helpers every exported function uses, and its way into the crate's one panic
+//! boundary ([`crate::boundary`]).
 
 use crate::Error;
 use std::collections::HashMap;
 use std::ffi::{c_char, CStr};
 use std::sync::Mutex;
 
-/// Runs an exported function's body; a panic becomes an error result instead of unwinding
-/// into C (which is undefined behaviour and would take the 1C server down).
-macro_rules! ffi_boundary {
-    ($body:block) => {
-        match ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| $body)) {
-            Ok(result) => result,
-            Err(_) => $crate::capi::boundary::into_c_string($crate::capi::boundary::panic_result()),
-        }
-    };
-}
-pub(crate) use ffi_boundary;
-
-/// The result returned when a panic was caught.
-pub(crate) fn panic_result() -> String {
-    Error::Io("internal error: the library caught a panic; please report it".into())
-        .to_result_json()
+/// Runs an exported function's body inside the crate's one panic boundary
+/// ([`crate::boundary::catch`]): a panic becomes an `internal` error result.
+pub(crate) fn c_result(body: impl FnOnce() -> String) -> *mut c_char {
+    into_c_string(crate::boundary::catch(|e| e.to_result_json(), body))
 }
 
 /// Reads an optional argument: NULL is `""`; invalid UTF-8 is an error naming `param`.

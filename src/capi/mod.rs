@@ -1,10 +1,11 @@
-//! The C ABI. Every function runs inside [`boundary::ffi_boundary`]; every returned string is
-//! NUL-terminated UTF-8 JSON, never NULL, owned by the caller until [`opi_free_string`].
+//! The C ABI. Every function runs inside the crate's one panic boundary ([`boundary::c_result`]);
+//! every returned string is NUL-terminated UTF-8 JSON, never NULL, owned by the caller until
+//! [`opi_free_string`].
 
 pub(crate) mod boundary;
 
 use crate::{Error, ImageRequest, Options, StreamEvent};
-use boundary::{ffi_boundary, into_c_string, optional_str, required_str};
+use boundary::{c_result, optional_str, required_str};
 use std::ffi::{c_char, c_int, c_void};
 
 /// The event callback of `opi_openai_get_images_stream`: `user_data` as given to it, and one
@@ -30,6 +31,7 @@ unsafe fn get_images_c(
         headers: optional_str(headers_json, "headers")?,
     };
     let options = optional_str(options_json, "options")?;
+    crate::boundary::panic_probe("capi");
     Ok(crate::get_images_ex(&req, options))
 }
 
@@ -62,17 +64,14 @@ pub unsafe extern "C" fn opi_openai_get_images(
     descr_json: *const c_char,
     headers_json: *const c_char,
 ) -> *mut c_char {
-    ffi_boundary!({
-        let result = get_images_c(
-            url,
-            token,
-            model,
-            descr_json,
-            headers_json,
-            std::ptr::null(),
-        );
-        into_c_string(result.unwrap_or_else(|e| e.to_result_json()))
-    })
+    opi_openai_get_images_ex(
+        url,
+        token,
+        model,
+        descr_json,
+        headers_json,
+        std::ptr::null(),
+    )
 }
 
 /// `opi_openai_get_images` with call options.
@@ -95,9 +94,9 @@ pub unsafe extern "C" fn opi_openai_get_images_ex(
     headers_json: *const c_char,
     options_json: *const c_char,
 ) -> *mut c_char {
-    ffi_boundary!({
-        let result = get_images_c(url, token, model, descr_json, headers_json, options_json);
-        into_c_string(result.unwrap_or_else(|e| e.to_result_json()))
+    c_result(|| {
+        get_images_c(url, token, model, descr_json, headers_json, options_json)
+            .unwrap_or_else(|e| e.to_result_json())
     })
 }
 
@@ -133,7 +132,7 @@ pub unsafe extern "C" fn opi_openai_get_images_stream(
     on_event: opi_event_fn,
     user_data: *mut c_void,
 ) -> *mut c_char {
-    ffi_boundary!({
+    c_result(|| {
         let result = (|| {
             let req = ImageRequest {
                 url: required_str(url, "url")?,
@@ -163,7 +162,7 @@ pub unsafe extern "C" fn opi_openai_get_images_stream(
                 &mut |_| {},
             ))
         })();
-        into_c_string(result.unwrap_or_else(|e| e.to_result_json()))
+        result.unwrap_or_else(|e| e.to_result_json())
     })
 }
 
@@ -192,7 +191,7 @@ pub unsafe extern "C" fn opi_openai_get_images_batch(
     headers_json: *const c_char,
     options_json: *const c_char,
 ) -> *mut c_char {
-    ffi_boundary!({
+    c_result(|| {
         let result = (|| {
             let req = ImageRequest {
                 url: required_str(url, "url")?,
@@ -205,7 +204,7 @@ pub unsafe extern "C" fn opi_openai_get_images_batch(
             let options = Options::parse(optional_str(options_json, "options")?)?;
             Ok::<_, Error>(crate::get_images_batch(&req, descrs, &options))
         })();
-        into_c_string(result.unwrap_or_else(|e| e.to_result_json()))
+        result.unwrap_or_else(|e| e.to_result_json())
     })
 }
 
@@ -229,7 +228,7 @@ pub unsafe extern "C" fn opi_openai_get_image_description_structure(
     size: *const c_char,
     additional_json: *const c_char,
 ) -> *mut c_char {
-    ffi_boundary!({
+    c_result(|| {
         let result = (|| {
             Ok::<_, Error>(crate::image_description_structure(
                 optional_str(prompt, "prompt")?,
@@ -239,7 +238,7 @@ pub unsafe extern "C" fn opi_openai_get_image_description_structure(
                 optional_str(additional_json, "additional")?,
             ))
         })();
-        into_c_string(result.unwrap_or_else(|e| e.to_result_json()))
+        result.unwrap_or_else(|e| e.to_result_json())
     })
 }
 
@@ -256,7 +255,7 @@ pub unsafe extern "C" fn opi_free_string(s: *mut c_char) {
     if s.is_null() {
         return;
     }
-    let _ = std::panic::catch_unwind(|| boundary::free_c_string(s));
+    crate::boundary::catch(|_| (), || boundary::free_c_string(s));
 }
 
 /// The library's version, e.g. "0.1.0": a static NUL-terminated string, never NULL. Do not free it.
