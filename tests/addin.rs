@@ -120,7 +120,65 @@ fn host_drives_every_entry_in_both_host_orders_and_teardowns() {
 
         let description = read_result(&dir, scenario, "description_ru");
         assert_eq!(description["prompt"], "Жёлтая альпака");
+
+        // A refused argument's value (for OneScript): the C API's invalid_argument object.
+        let refusal = read_result(&dir, scenario, "refusal");
+        assert_eq!(refusal["error"]["type"], "opi_client_error");
+        assert_eq!(refusal["error"]["code"], "invalid_argument");
+        assert_eq!(refusal["error"]["param"], "descr");
     }
+    for line in stdout.lines().filter(|l| l.starts_with("figure")) {
+        println!("{line}");
+    }
+
+    // Asynchronous jobs: JobResult is what GetImages gives for the same request (apart from
+    // `created`, which the test server counts up per request).
+    for scenario in ["1c-destroy", "onescript-delete"] {
+        let mut job = read_result(&dir, scenario, "job_result");
+        let mut sync = read_result(&dir, scenario, "sync_result");
+        assert!(job["data"][0]["b64_json"].is_string(), "{scenario}: {job}");
+        job.as_object_mut().unwrap().remove("created");
+        sync.as_object_mut().unwrap().remove("created");
+        assert_eq!(job, sync, "{scenario}: JobResult equals GetImages");
+
+        let batch = read_result(&dir, scenario, "batch");
+        let results = batch["results"].as_array().expect("results");
+        assert_eq!(results.len(), 3, "{batch}");
+        assert_eq!(results[0]["data"].as_array().map(Vec::len), Some(1));
+        assert_eq!(results[1]["data"].as_array().map(Vec::len), Some(2));
+        assert_eq!(
+            results[2]["error"]["param"], "descr",
+            "one bad item: {batch}"
+        );
+    }
+}
+
+/// A panic inside a method (the debug build's panic probe) is caught at the boundary and
+/// reported as an `internal` error: the value and LastResult carry it, AddError says it, and
+/// the host process goes on.
+#[cfg(debug_assertions)]
+#[test]
+fn a_panic_in_a_method_is_an_internal_error() {
+    let server = server();
+    let out_dir = scratch("panic");
+    let output = std::process::Command::new(support::addin::host())
+        .arg(library())
+        .arg(server.url())
+        .arg(&out_dir)
+        .arg(env!("CARGO_PKG_VERSION"))
+        .arg("--panic-probe")
+        .output()
+        .unwrap();
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        text(&output.stderr)
+    );
+    assert!(stdout.contains("PASSED: 0 failed check(s)"), "{stdout}");
+    let result =
+        support::parse(&std::fs::read_to_string(out_dir.join("panic-probe-value.json")).unwrap());
+    assert_eq!(result["error"]["code"], "internal", "{result}");
 }
 
 #[test]

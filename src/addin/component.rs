@@ -1,13 +1,23 @@
 //! The add-in's methods and properties, in English and Russian, and how a call turns 1C
 //! values into the crate's Rust API and back. No core logic lives here: every result comes
-//! from `get_images_ex`, `image_description_structure` or `VERSION`.
+//! from the crate's calls (`get_images_ex`, ...), `image_description_structure` or `VERSION`;
+//! asynchronous jobs are in [`super::jobs`].
+//!
+//! A refused call (a parameter of the wrong type, an unknown job, a caught panic) sets its
+//! return value and `LastResult` to the error JSON (the C API's `invalid_argument` object
+//! naming the parameter, or `internal`), reports the message through `AddError` and returns
+//! false: 1C raises an exception from AddError and the false return; OneScript ignores both
+//! and reads the return value, so it gets the error JSON.
 
 use super::host::{Host, Memory};
+use super::jobs::{EventSink, JobError, Jobs};
 use super::same_name;
 use super::variant::{type_name, Arg, TVariant};
 use crate::{Error, ImageRequest, Options};
 use std::cell::{Cell, RefCell};
 use std::ffi::c_long;
+use std::path::Path;
+use std::time::Duration;
 
 /// What a parameter accepts.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -18,42 +28,55 @@ enum Kind {
     Number,
 }
 
-/// One parameter: its names (for error messages), kind, and whether it may be left out.
-/// A left-out parameter is `""` or `0`, which means "not given", as NULL does in the C API.
+/// One parameter: its names (for error messages), the C API's name for it (the `param` of an
+/// error result), kind, and whether it may be left out. A left-out parameter is `""` or `0`,
+/// which means "not given", as NULL does in the C API.
 struct Param {
     en: &'static str,
     ru: &'static str,
+    c: &'static str,
     kind: Kind,
     optional: bool,
 }
 
-const fn text(en: &'static str, ru: &'static str, optional: bool) -> Param {
+const fn text(en: &'static str, ru: &'static str, c: &'static str, optional: bool) -> Param {
     Param {
         en,
         ru,
+        c,
         kind: Kind::Text,
         optional,
     }
 }
 
-const URL: Param = text("URL", "URL", false);
-const TOKEN: Param = text("Token", "Токен", true);
-const MODEL: Param = text("Model", "Модель", true);
-const DESCRIPTION: Param = text("Description", "Описание", false);
-const HEADERS: Param = text("AdditionalHeaders", "ДопЗаголовки", true);
-const OPTIONS: Param = text("Options", "Опции", true);
-const PROMPT: Param = text("Prompt", "Промпт", false);
+const URL: Param = text("URL", "URL", "url", false);
+const TOKEN: Param = text("Token", "Токен", "token", true);
+const MODEL: Param = text("Model", "Модель", "model", true);
+const DESCRIPTION: Param = text("Description", "Описание", "descr", false);
+const DESCRIPTIONS: Param = text("Descriptions", "Описания", "descrs", false);
+const HEADERS: Param = text("AdditionalHeaders", "ДопЗаголовки", "headers", true);
+const OPTIONS: Param = text("Options", "Опции", "options", true);
+const PROMPT: Param = text("Prompt", "Промпт", "prompt", false);
 const COUNT: Param = Param {
     en: "Count",
     ru: "Количество",
+    c: "count",
     kind: Kind::Number,
     optional: true,
 };
-const BACKGROUND: Param = text("Background", "Фон", true);
-const SIZE: Param = text("Size", "Размер", true);
-const ADDITIONAL: Param = text("AdditionalParameters", "ДопПараметры", true);
+const BACKGROUND: Param = text("Background", "Фон", "background", true);
+const SIZE: Param = text("Size", "Размер", "size", true);
+const ADDITIONAL: Param = text("AdditionalParameters", "ДопПараметры", "additional", true);
+const JOB_ID: Param = text("JobID", "ИдентификаторЗадания", "job_id", false);
+const TIMEOUT: Param = Param {
+    en: "TimeoutSeconds",
+    ru: "ТаймаутСекунд",
+    c: "timeout",
+    kind: Kind::Number,
+    optional: false,
+};
 
-/// A method: every one is a function returning a String.
+/// A method: every one is a function (a String, or a Boolean for WaitJob and CancelJob).
 struct Method {
     en: &'static str,
     ru: &'static str,
@@ -64,9 +87,14 @@ const GET_IMAGES: usize = 0;
 const GET_IMAGES_EX: usize = 1;
 pub(crate) const GET_IMAGE_DESCRIPTION_STRUCTURE: usize = 2;
 const VERSION_METHOD: usize = 3;
+const START_GET_IMAGES: usize = 4;
+const JOB_RESULT: usize = 5;
+const WAIT_JOB: usize = 6;
+const CANCEL_JOB: usize = 7;
+const GET_IMAGES_BATCH: usize = 8;
 
 /// The methods, indexed as 1C numbers them.
-const METHODS: [Method; 4] = [
+const METHODS: [Method; 9] = [
     Method {
         en: "GetImages",
         ru: "ПолучитьКартинки",
@@ -87,7 +115,43 @@ const METHODS: [Method; 4] = [
         ru: "Версия",
         params: &[],
     },
+    Method {
+        en: "StartGetImages",
+        ru: "НачатьПолучениеКартинок",
+        params: &[URL, TOKEN, MODEL, DESCRIPTION, HEADERS, OPTIONS],
+    },
+    Method {
+        en: "JobResult",
+        ru: "РезультатЗадания",
+        params: &[JOB_ID],
+    },
+    Method {
+        en: "WaitJob",
+        ru: "ОжидатьЗадание",
+        params: &[JOB_ID, TIMEOUT],
+    },
+    Method {
+        en: "CancelJob",
+        ru: "ОтменитьЗадание",
+        params: &[JOB_ID],
+    },
+    Method {
+        en: "GetImagesBatch",
+        ru: "ПолучитьКартинкиПакетом",
+        params: &[URL, TOKEN, MODEL, DESCRIPTIONS, HEADERS, OPTIONS],
+    },
 ];
+
+/// A method's return value.
+#[derive(Debug, PartialEq)]
+enum Ret {
+    /// A JSON result (also kept in LastResult).
+    Json(String),
+    /// Other text (Version, a job id).
+    Text(String),
+    /// A Boolean (WaitJob, CancelJob).
+    Bool(bool),
+}
 
 /// A property.
 struct Property {
@@ -122,7 +186,7 @@ const PROPERTIES: [Property; 3] = [
     },
 ];
 
-/// Why a call failed before producing a result: reported through the host's `AddError`.
+/// Why a property access failed: reported through the host's `AddError`.
 type Refusal = String;
 
 /// One add-in object's state. The host drives an object from one thread at a time, and may
@@ -138,6 +202,8 @@ pub(crate) struct Component {
     last_result: RefCell<String>,
     /// Error messages in Russian (the user interface language is Russian).
     russian: Cell<bool>,
+    /// The asynchronous jobs (StartGetImages) and their worker threads.
+    jobs: Jobs,
 }
 
 /// Converts a 1C index (`long`) into a table index.
@@ -158,15 +224,19 @@ impl Component {
         memory.is_some()
     }
 
-    /// `Done`: the host is going away; forget it and release what we hold.
+    /// `Done`: the host is going away: stop the jobs (no event after this), forget the host
+    /// and release what we hold.
     pub(crate) fn done(&self) {
+        self.jobs.shutdown();
         self.host.set(None);
         self.memory.set(None);
         self.release();
     }
 
-    /// Drops the owned values (the complete-object destructor's work); the object stays usable.
+    /// Stops the jobs and drops the owned values (the complete-object destructor's work); the
+    /// object stays usable.
     pub(crate) fn release(&self) {
+        self.jobs.shutdown();
         self.options.take();
         self.last_result.take();
     }
@@ -350,8 +420,9 @@ impl Component {
         index(num, METHODS.len()).is_some()
     }
 
-    /// `CallAsFunc`: runs the method and returns its String. False (with AddError) when a
-    /// parameter has the wrong type or the host cannot take the result.
+    /// `CallAsFunc`: runs the method and returns its value. A refused call (see the module
+    /// docs) puts the error JSON in `out`, reports it through AddError and returns false; so
+    /// does a host that cannot take the result (without a value).
     pub(crate) fn call_as_function(&self, num: c_long, args: &[Arg], out: &mut TVariant) -> bool {
         let Some(m) = index(num, METHODS.len()) else {
             return false;
@@ -359,50 +430,86 @@ impl Component {
         let Some(memory) = self.memory() else {
             return false;
         };
-        match self.run(m, args) {
-            Ok(result) => self.put_text(memory, out, &result),
-            Err(message) => self.refuse(message),
+        match self.call(m, args) {
+            Ok(Ret::Json(text) | Ret::Text(text)) => self.put_text(memory, out, &text),
+            Ok(Ret::Bool(b)) => {
+                out.set_bool(b);
+                true
+            }
+            Err(err) => {
+                self.put_text(memory, out, &err.to_result_json());
+                self.refuse(self.message(&err))
+            }
         }
     }
 
-    /// `CallAsProc`: 1C calls a function this way when its value is not used; the result
+    /// `CallAsProc`: 1C calls a function this way when its value is not used; a JSON result
     /// still lands in LastResult, which is how a large result is best fetched.
     pub(crate) fn call_as_procedure(&self, num: c_long, args: &[Arg]) -> bool {
         let Some(m) = index(num, METHODS.len()) else {
             return false;
         };
-        match self.run(m, args) {
+        match self.call(m, args) {
             Ok(_) => true,
-            Err(message) => self.refuse(message),
+            Err(err) => self.refuse(self.message(&err)),
+        }
+    }
+
+    /// Runs method `m` inside the panic boundary (a panic is an `internal` refusal); a JSON
+    /// result, or a refusal's error JSON, becomes LastResult.
+    fn call(&self, m: usize, args: &[Arg]) -> Result<Ret, Error> {
+        let outcome = crate::boundary::catch(Err, || self.run(m, args));
+        match &outcome {
+            Ok(Ret::Json(json)) => *self.last_result.borrow_mut() = json.clone(),
+            Err(err) => *self.last_result.borrow_mut() = err.to_result_json(),
+            Ok(_) => {}
+        }
+        outcome
+    }
+
+    /// The message AddError shows for a refusal, in the interface language.
+    fn message(&self, err: &Error) -> String {
+        match err {
+            Error::Internal(_) if self.russian.get() => {
+                "Внутренняя ошибка: библиотека перехватила панику; сообщите о ней".to_string()
+            }
+            other => other.to_string(),
         }
     }
 
     /// Runs method `m` on the converted parameters; a missing trailing parameter is EMPTY.
-    fn run(&self, m: usize, args: &[Arg]) -> Result<String, Refusal> {
+    /// `Err` is a refusal: a parameter of the wrong type, an unknown job id.
+    fn run(&self, m: usize, args: &[Arg]) -> Result<Ret, Error> {
+        crate::boundary::panic_probe("addin");
         let arg = |i: usize| args.get(i).unwrap_or(&Arg::Empty);
         let text = |i: usize| self.text_arg(m, i, arg(i));
         let result = match m {
-            GET_IMAGES | GET_IMAGES_EX => {
+            GET_IMAGES | GET_IMAGES_EX | START_GET_IMAGES | GET_IMAGES_BATCH => {
                 let (url, token, model, descr, headers) =
                     (text(0)?, text(1)?, text(2)?, text(3)?, text(4)?);
-                let call_options = if m == GET_IMAGES_EX {
-                    text(5)?
-                } else {
+                let call_options = if m == GET_IMAGES {
                     String::new()
-                };
-                let req = ImageRequest {
-                    url: &url,
-                    token: &token,
-                    model: &model,
-                    descr: &descr,
-                    headers: &headers,
+                } else {
+                    text(5)?
                 };
                 // A call's own options replace the Options property for that call.
-                if call_options.trim().is_empty() {
-                    let options = self.options.borrow().clone();
-                    crate::get_images_ex(&req, &options)
+                let options = if call_options.trim().is_empty() {
+                    self.options.borrow().clone()
                 } else {
-                    crate::get_images_ex(&req, &call_options)
+                    call_options
+                };
+                let call = Call {
+                    url,
+                    token,
+                    model,
+                    descr,
+                    headers,
+                    options,
+                };
+                match m {
+                    START_GET_IMAGES => return self.start(call),
+                    GET_IMAGES_BATCH => call.batch(),
+                    _ => call.get_images(),
                 }
             }
             GET_IMAGE_DESCRIPTION_STRUCTURE => {
@@ -420,15 +527,77 @@ impl Component {
                     Err(err) => err.to_result_json(),
                 }
             }
-            VERSION_METHOD => return Ok(crate::VERSION.to_string()),
+            VERSION_METHOD => return Ok(Ret::Text(crate::VERSION.to_string())),
+            JOB_RESULT => {
+                let id = text(0)?;
+                self.jobs
+                    .take_result(&id)
+                    .map_err(|e| self.job_error(m, &id, e))?
+            }
+            WAIT_JOB => {
+                let id = text(0)?;
+                let timeout = self.seconds_arg(m, 1, arg(1))?;
+                let done = self
+                    .jobs
+                    .wait(&id, timeout)
+                    .map_err(|e| self.job_error(m, &id, e))?;
+                return Ok(Ret::Bool(done));
+            }
+            CANCEL_JOB => {
+                let id = text(0)?;
+                let cancelled = self
+                    .jobs
+                    .cancel(&id)
+                    .map_err(|e| self.job_error(m, &id, e))?;
+                return Ok(Ret::Bool(cancelled));
+            }
             _ => unreachable!("method index checked by the caller"),
         };
-        *self.last_result.borrow_mut() = result.clone();
-        Ok(result)
+        Ok(Ret::Json(result))
+    }
+
+    /// StartGetImages: the call on a worker thread; the job id at once.
+    fn start(&self, call: Call) -> Result<Ret, Error> {
+        let temp_dir = self.jobs.temp_dir();
+        let id = self
+            .jobs
+            .start(
+                self.host.get(),
+                Box::new(move |id, sink| call.run_job(id, sink, &temp_dir)),
+            )
+            .map_err(|e| Error::Io(format!("could not start a worker thread: {e}")))?;
+        Ok(Ret::Text(id))
+    }
+
+    /// The refusal for a job id that is unknown, or whose result is not ready.
+    fn job_error(&self, m: usize, id: &str, err: JobError) -> Error {
+        // A job id is short; anything longer is cut for the message.
+        let id: String = id.chars().take(40).collect();
+        let ru = self.russian.get();
+        let method = &METHODS[m];
+        let message = match (err, ru) {
+            (JobError::Unknown, false) => format!(
+                "{}: there is no job {id:?} (its result may have been taken already)",
+                method.en
+            ),
+            (JobError::Unknown, true) => format!(
+                "{}: нет задания {id:?} (его результат, возможно, уже получен)",
+                method.ru
+            ),
+            (JobError::Running, false) => format!(
+                "{}: the job {id:?} is still running; wait for its done event or use WaitJob",
+                method.en
+            ),
+            (JobError::Running, true) => format!(
+                "{}: задание {id:?} ещё выполняется; дождитесь события done или вызовите ОжидатьЗадание",
+                method.ru
+            ),
+        };
+        Error::invalid(JOB_ID.c, message)
     }
 
     /// A String parameter: EMPTY is `""`; any other type is refused.
-    fn text_arg(&self, m: usize, i: usize, arg: &Arg) -> Result<String, Refusal> {
+    fn text_arg(&self, m: usize, i: usize, arg: &Arg) -> Result<String, Error> {
         match arg {
             Arg::Empty => Ok(String::new()),
             Arg::Text(text) => Ok(text.clone()),
@@ -438,7 +607,7 @@ impl Component {
 
     /// The Count parameter: any Number; EMPTY is 0 (left out). A Number with a fraction or
     /// beyond 64 bits is a wrong value, reported in the result as the C API would.
-    fn count_arg(&self, m: usize, i: usize, arg: &Arg) -> Result<Result<i64, Error>, Refusal> {
+    fn count_arg(&self, m: usize, i: usize, arg: &Arg) -> Result<Result<i64, Error>, Error> {
         match *arg {
             Arg::Empty => Ok(Ok(0)),
             Arg::Integer(n) => Ok(Ok(n)),
@@ -454,7 +623,20 @@ impl Component {
         }
     }
 
-    fn wrong_type(&self, m: usize, i: usize, arg: &Arg) -> Refusal {
+    /// A timeout in seconds: any Number; below 0 (or NaN) is 0, beyond a day a day.
+    fn seconds_arg(&self, m: usize, i: usize, arg: &Arg) -> Result<Duration, Error> {
+        let seconds = match *arg {
+            Arg::Integer(n) => n as f64,
+            Arg::Real(f) => f,
+            ref other => return Err(self.wrong_type(m, i, other)),
+        };
+        let seconds = if seconds.is_nan() { 0.0 } else { seconds };
+        Ok(Duration::from_secs_f64(seconds.clamp(0.0, 86_400.0)))
+    }
+
+    /// The refusal for a parameter of the wrong type: the C API's `invalid_argument` naming
+    /// the parameter, with a message in the interface language.
+    fn wrong_type(&self, m: usize, i: usize, arg: &Arg) -> Error {
         let (method, param) = (&METHODS[m], &METHODS[m].params[i]);
         let ru = self.russian.get();
         let expected = match (param.kind, ru) {
@@ -463,7 +645,7 @@ impl Component {
             (Kind::Text, true) => "строкой",
             (Kind::Number, true) => "числом",
         };
-        if ru {
+        let message = if ru {
             format!(
                 "{}: параметр {} ({}) должен быть {expected}, а не значением типа {}",
                 method.ru,
@@ -479,7 +661,8 @@ impl Component {
                 param.en,
                 arg_type(arg, false)
             )
-        }
+        };
+        Error::invalid(param.c, message)
     }
 
     fn out_of_memory(&self, bytes: usize) -> Refusal {
@@ -507,6 +690,86 @@ impl Component {
             host.add_error(&message);
         }
         false
+    }
+}
+
+/// One image call's arguments, owned (a job's worker thread takes them along).
+struct Call {
+    url: String,
+    token: String,
+    model: String,
+    descr: String,
+    headers: String,
+    /// The call's options, or the Options property.
+    options: String,
+}
+
+impl Call {
+    fn request(&self) -> ImageRequest<'_> {
+        ImageRequest {
+            url: &self.url,
+            token: &self.token,
+            model: &self.model,
+            descr: &self.descr,
+            headers: &self.headers,
+        }
+    }
+
+    /// GetImages / GetImagesEx.
+    fn get_images(&self) -> String {
+        crate::get_images_ex(&self.request(), &self.options)
+    }
+
+    /// GetImagesBatch: `descr` is a JSON array of descriptions; `{"results": [...]}`, as the
+    /// C API's batch.
+    fn batch(&self) -> String {
+        match Options::parse(&self.options) {
+            Ok(options) => crate::get_images_batch(&self.request(), &self.descr, &options),
+            Err(err) => err.to_result_json(),
+        }
+    }
+
+    /// Whether the description asks for a stream: `"stream": true` or `partial_images` above
+    /// 0. A description that cannot be read is not streamed (the call reports it).
+    fn wants_stream(&self) -> bool {
+        let Ok(descr) = crate::parse_json_object(&self.descr, "descr") else {
+            return false;
+        };
+        descr.get("stream").and_then(|v| v.as_bool()) == Some(true)
+            || descr
+                .get("partial_images")
+                .and_then(|v| v.as_f64())
+                .is_some_and(|n| n > 0.0)
+    }
+
+    /// A job's work, on its worker thread (inside the job's cancel scope). A streaming job
+    /// writes its images to `save_dir`, or to `temp_dir` when none is set, and sends a
+    /// `partial_image` event (job id, index, file path) for each partial image as it arrives.
+    fn run_job(self, id: &str, sink: &EventSink, temp_dir: &Path) -> String {
+        if !self.wants_stream() {
+            return self.get_images();
+        }
+        let mut options = match Options::parse(&self.options) {
+            Ok(options) => options,
+            Err(err) => return err.to_result_json(),
+        };
+        if options.save_dir.is_none() {
+            options.save_dir = Some(temp_dir.to_path_buf());
+        }
+        let mut on_event = |event: &crate::StreamEvent| {
+            if let (true, Some(file)) = (event.kind.ends_with("partial_image"), event.file) {
+                sink.emit(
+                    "partial_image",
+                    &serde_json::json!({
+                        "job": id,
+                        "index": event.index,
+                        "file": file.to_string_lossy(),
+                    }),
+                );
+            }
+            true
+        };
+        crate::get_images_stream(&self.request(), &options, &mut on_event, &mut |_| {})
     }
 }
 
@@ -552,10 +815,33 @@ mod tests {
             Arg::Integer(5),
         ];
         let refusal = c.run(GET_IMAGES, &args).unwrap_err();
-        assert!(refusal.contains("parameter 4 (Description)"), "{refusal}");
+        assert_eq!(refusal.param(), Some("descr"));
+        assert_eq!(refusal.code(), "invalid_argument");
+        assert!(
+            refusal.to_string().contains("parameter 4 (Description)"),
+            "{refusal}"
+        );
         c.set_language("ru");
         let refusal = c.run(GET_IMAGES, &args).unwrap_err();
-        assert!(refusal.contains("параметр 4 (Описание)"), "{refusal}");
+        assert!(
+            refusal.to_string().contains("параметр 4 (Описание)"),
+            "{refusal}"
+        );
+        // The refusal's JSON becomes LastResult (OneScript reads it there or as the value).
+        let _ = c.call(GET_IMAGES, &args);
+        let last: serde_json::Value = serde_json::from_str(&c.last_result.borrow()).unwrap();
+        assert_eq!(last["error"]["param"], "descr");
+    }
+
+    #[test]
+    fn an_unknown_job_is_refused_naming_job_id() {
+        let c = Component::default();
+        for m in [JOB_RESULT, WAIT_JOB, CANCEL_JOB] {
+            let refusal = c
+                .run(m, &[Arg::Text("no-such-job".into()), Arg::Integer(0)])
+                .unwrap_err();
+            assert_eq!(refusal.param(), Some("job_id"), "{refusal}");
+        }
     }
 
     #[test]
@@ -566,6 +852,10 @@ mod tests {
                 GET_IMAGE_DESCRIPTION_STRUCTURE,
                 &[Arg::Text("cat".into()), count],
             )
+            .map(|ret| match ret {
+                Ret::Json(json) => json,
+                other => panic!("{other:?}"),
+            })
         };
         assert_eq!(run(Arg::Real(2.0)).unwrap(), r#"{"prompt":"cat","n":2}"#);
         assert_eq!(run(Arg::Integer(3)).unwrap(), r#"{"prompt":"cat","n":3}"#);
@@ -575,6 +865,7 @@ mod tests {
         assert_eq!(fraction["error"]["param"], "count");
         assert!(run(Arg::Text("2".into()))
             .unwrap_err()
+            .to_string()
             .contains("(Count) must be a Number"));
     }
 

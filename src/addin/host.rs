@@ -1,5 +1,6 @@
 //! The host's interfaces the add-in calls: the memory manager (every string or blob handed to
-//! the host is allocated with it, never with Rust's allocator) and `IAddInDefBase::AddError`.
+//! the host is allocated with it, never with Rust's allocator) and `IAddInDefBase` (`AddError`,
+//! the event buffer depth, `ExternalEvent`).
 //! Declared from the Native API's description; only the slots we call are named.
 
 use super::variant::{ByteString, WideString};
@@ -79,18 +80,13 @@ impl Memory {
         Some(WideString { ptr, len })
     }
 
-    /// `data` in host memory, for a BinaryData value. Empty data is a NULL pointer with length
-    /// 0 (no zero-byte allocation, which allocators treat differently).
+    /// `data` in host memory, for a BinaryData value. Empty data is a 1-byte host allocation
+    /// with length 0, never a NULL pointer: OneScript copies a blob with `Marshal.Copy`, which
+    /// throws on NULL even for length 0, and that throw ends its process.
     pub(crate) fn bytes(self, data: &[u8]) -> Option<ByteString> {
         let len = u32::try_from(data.len()).ok()?;
-        if data.is_empty() {
-            return Some(ByteString {
-                ptr: std::ptr::null_mut(),
-                len: 0,
-            });
-        }
-        let ptr = self.alloc(data.len())?.as_ptr().cast::<u8>();
-        // SAFETY: `ptr` is a fresh allocation of `data.len()` bytes.
+        let ptr = self.alloc(data.len().max(1))?.as_ptr().cast::<u8>();
+        // SAFETY: `ptr` is a fresh allocation of at least `data.len()` bytes.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr, data.len()) };
         Some(ByteString {
             ptr: ptr.cast(),
@@ -99,7 +95,7 @@ impl Memory {
     }
 }
 
-/// `IAddInDefBase`'s vtable, up to the one slot we call.
+/// `IAddInDefBase`'s vtable, up to the last slot we call.
 #[repr(C)]
 struct AddInDefBaseVtbl {
     destructor: [*const c_void; DESTRUCTOR_SLOTS],
@@ -110,6 +106,14 @@ struct AddInDefBaseVtbl {
         *const u16,
         c_long,
     ) -> bool,
+    // Read, Write, RegisterProfileAs: never called.
+    read: *const c_void,
+    write: *const c_void,
+    register_profile_as: *const c_void,
+    set_event_buffer_depth: unsafe extern "system" fn(*mut AddInDefBaseObject, c_long) -> bool,
+    get_event_buffer_depth: unsafe extern "system" fn(*mut AddInDefBaseObject) -> c_long,
+    external_event:
+        unsafe extern "system" fn(*mut AddInDefBaseObject, *mut u16, *mut u16, *mut u16) -> bool,
 }
 
 /// A host `IAddInDefBase` object.
@@ -147,6 +151,42 @@ impl Host {
         // slots; both strings are NUL-terminated and outlive the call.
         unsafe {
             ((*(*this).vtbl).add_error)(this, ADDIN_E_FAIL, source.as_ptr(), descr.as_ptr(), E_FAIL)
+        }
+    }
+
+    /// `GetEventBufferDepth`: how many external events the host queues.
+    pub(crate) fn event_buffer_depth(self) -> i32 {
+        let this = self.0.as_ptr();
+        // SAFETY: `this` is the live host; GetEventBufferDepth is the sixth slot after the
+        // destructor(s), as declared.
+        let depth = unsafe { ((*(*this).vtbl).get_event_buffer_depth)(this) };
+        i32::try_from(depth).unwrap_or(i32::MAX)
+    }
+
+    /// `SetEventBufferDepth`: asks the host to queue up to `depth` external events.
+    pub(crate) fn set_event_buffer_depth(self, depth: i32) -> bool {
+        let this = self.0.as_ptr();
+        // SAFETY: `this` is the live host; SetEventBufferDepth follows RegisterProfileAs.
+        unsafe { ((*(*this).vtbl).set_event_buffer_depth)(this, c_long::from(depth)) }
+    }
+
+    /// `ExternalEvent(source, message, data)`: 1C delivers it to `ОбработкаВнешнегоСобытия`
+    /// on its own thread. Callable from a worker thread (that is its purpose); the host
+    /// copies the three strings during the call.
+    pub(crate) fn external_event(self, source: &str, message: &str, data: &str) -> bool {
+        let mut source: Vec<u16> = source.encode_utf16().chain([0]).collect();
+        let mut message: Vec<u16> = message.encode_utf16().chain([0]).collect();
+        let mut data: Vec<u16> = data.encode_utf16().chain([0]).collect();
+        let this = self.0.as_ptr();
+        // SAFETY: `this` is the live host (the caller keeps it so, see `jobs::EventSink`);
+        // the strings are NUL-terminated and outlive the call.
+        unsafe {
+            ((*(*this).vtbl).external_event)(
+                this,
+                source.as_mut_ptr(),
+                message.as_mut_ptr(),
+                data.as_mut_ptr(),
+            )
         }
     }
 }

@@ -2,37 +2,32 @@
 //! `AttachAddIn(zip, "OPI_OpenAI", AddInType.Native)` and created as `AddIn.OPI_OpenAI.Main`.
 //!
 //! - [`variant`]: 1C's `tVariant` and conversions to and from `&str`/`i64`;
-//! - [`host`]: the host's interfaces we call (memory manager, `AddError`);
+//! - [`host`]: the host's interfaces we call (memory manager, `AddError`, `ExternalEvent`);
+//! - [`jobs`]: asynchronous calls on worker threads, and their events;
 //! - [`component`]: the methods and properties, in English and Russian, over the crate's Rust
 //!   API (no core logic here);
 //! - [`vtables`]: the object 1C sees (four C++ interfaces) and its thunks;
 //! - [`exports`]: `GetClassNames`, `GetClassObject`, `DestroyObject`, ...
 //!
-//! Every entry point the host can reach runs inside [`guard`], so no panic unwinds into the
-//! host (undefined behaviour, and in practice a dead 1C server process).
+//! Every entry point the host can reach runs inside [`guard`] (the crate's one panic boundary),
+//! so no panic unwinds into the host (undefined behaviour, and in practice a dead 1C server
+//! process); a method's panic is reported as an `internal` error (see `component`).
 
 pub(crate) mod component;
 pub(crate) mod exports;
 mod fuzz;
 pub(crate) mod host;
+pub(crate) mod jobs;
 pub(crate) mod variant;
 pub(crate) mod vtables;
 
 pub(crate) use fuzz::fuzz_description;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// Runs one entry point's body; a panic becomes `fallback` (the entry point's "failed" value:
+/// Runs one entry point's body inside the crate's one panic boundary
+/// ([`crate::boundary::catch`]); a panic becomes `fallback` (the entry point's "failed" value:
 /// `false`, `0`, `-1` or NULL) instead of unwinding into the host.
 pub(crate) fn guard<T>(fallback: T, body: impl FnOnce() -> T) -> T {
-    match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(value) => value,
-        Err(payload) => {
-            // Dropping a panic payload can itself panic (a payload with a panicking Drop);
-            // keep even that inside the boundary.
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
-            fallback
-        }
-    }
+    crate::boundary::catch(|_| fallback, body)
 }
 
 /// The name 1C and OneScript know the class by: `GetClassNames` lists it and

@@ -264,6 +264,12 @@ impl TVariant {
         self.vt = vt::I4;
     }
 
+    /// Makes the variant a Boolean.
+    pub(crate) fn set_bool(&mut self, b: bool) {
+        self.value = VariantValue { bool: b };
+        self.vt = vt::BOOL;
+    }
+
     /// Makes the variant a String over host-allocated UTF-16 (see [`super::host`]).
     pub(crate) fn set_wide(&mut self, wide: WideString) {
         self.value = VariantValue { wide };

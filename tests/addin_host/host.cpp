@@ -3,19 +3,25 @@
 // Rust side. The declarations below are written from the Native API's published description
 // (not copied from 1C's headers).
 //
-// Usage: host LIBRARY URL OUT_DIR VERSION [--keep-loaded]
+// Usage: host LIBRARY URL OUT_DIR VERSION [--keep-loaded] [--cycles N]
 //   LIBRARY  path of libopi_openai.so
 //   URL      base URL of the local test server (answers like an image API; URL + "big/"
-//            answers a JSON body of more than 1 MiB)
+//            answers a JSON body of more than 1 MiB, URL + "slow/" answers after 1 s,
+//            URL + "hang/" does not answer for 20 s)
 //   OUT_DIR  where each scenario's results are written, for the Rust test to parse
 //   VERSION  the crate's version, which Version must return
 //   --keep-loaded  skip the final dlclose. For valgrind: the library keeps process-wide caches
 //            (the HTTP agents) in statics, which are reachable while it is loaded and look
 //            "definitely lost" once it is unmapped; 1C and OneScript keep add-ins loaded.
+//   --cycles N  create/Init/Done/destroy cycles in one process (default 1000)
+//   --panic-probe  only check that panics (a debug build's probe) become internal errors
 // Prints one line per check ("ok - ..." or "FAIL - ..."); exits 0 only when all pass.
 
+#include <dirent.h>
 #include <dlfcn.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
@@ -23,8 +29,10 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 typedef char16_t WCHAR_T;
@@ -139,6 +147,7 @@ typedef int (*GetAttachTypeFn)();
 
 static int failures = 0;
 static std::string scenario = "setup";
+static std::mutex check_lock;  // checks may run on the add-in's worker threads
 
 static void check(bool ok, const char* format, ...) {
     char text[1024];
@@ -146,8 +155,25 @@ static void check(bool ok, const char* format, ...) {
     va_start(args, format);
     vsnprintf(text, sizeof text, format, args);
     va_end(args);
+    std::lock_guard<std::mutex> guard(check_lock);
     printf("%s - [%s] %s\n", ok ? "ok" : "FAIL", scenario.c_str(), text);
     if (!ok) failures++;
+}
+
+static double ms_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Threads of this process (/proc/self/task), to show that no worker thread is left behind.
+static int thread_count() {
+    int n = 0;
+    if (DIR* d = opendir("/proc/self/task")) {
+        while (dirent* e = readdir(d)) {
+            if (e->d_name[0] != '.') n++;
+        }
+        closedir(d);
+    }
+    return n;
 }
 
 static std::string utf8(const std::u16string& s) {
@@ -223,10 +249,39 @@ public:
     }
 };
 
+struct Event {
+    std::string source, message, data;
+    bool on_host_thread;
+    bool file_existed;  // the data's "file" existed when the event arrived
+};
+
+// The string value of `key` in a flat JSON object (no escapes expected), or "".
+static std::string json_string(const std::string& json, const std::string& key) {
+    std::string tag = "\"" + key + "\":\"";
+    size_t at = json.find(tag);
+    if (at == std::string::npos) return "";
+    at += tag.size();
+    return json.substr(at, json.find('"', at) - at);
+}
+
+static bool file_exists(const std::string& path) {
+    FILE* f = path.empty() ? nullptr : fopen(path.c_str(), "rb");
+    if (f) fclose(f);
+    return f != nullptr;
+}
+
 class TestHost : public IAddInDefBase {
 public:
     std::vector<std::u16string> errors;
     std::vector<long> scodes;
+    std::thread::id host_thread = std::this_thread::get_id();
+    // External events, recorded from any thread.
+    std::mutex events_lock;
+    std::vector<Event> events;
+    long depth = 1;           // 1C's default event buffer depth is small
+    long depth_sets = 0;
+    std::atomic<bool> alive{true};     // false once the component was torn down
+    std::atomic<int> late_events{0};   // events after that: must stay 0
 
     bool AddError(unsigned short code, const WCHAR_T* source, const WCHAR_T* descr, long scode) override {
         errors.push_back(cstr16(descr));
@@ -238,9 +293,47 @@ public:
     bool Read(WCHAR_T*, tVariant*, long*, WCHAR_T**) override { return false; }
     bool Write(WCHAR_T*, tVariant*) override { return false; }
     bool RegisterProfileAs(WCHAR_T*) override { return false; }
-    bool SetEventBufferDepth(long) override { return false; }
-    long GetEventBufferDepth() override { return 0; }
-    bool ExternalEvent(WCHAR_T*, WCHAR_T*, WCHAR_T*) override { return false; }
+    bool SetEventBufferDepth(long d) override {
+        std::lock_guard<std::mutex> guard(events_lock);
+        depth = d;
+        depth_sets++;
+        return true;
+    }
+    long GetEventBufferDepth() override {
+        std::lock_guard<std::mutex> guard(events_lock);
+        return depth;
+    }
+    bool ExternalEvent(WCHAR_T* source, WCHAR_T* message, WCHAR_T* data) override {
+        if (!alive) {
+            late_events++;
+            return false;
+        }
+        std::string text = utf8(cstr16(data));
+        Event e{utf8(cstr16(source)), utf8(cstr16(message)), text, std::this_thread::get_id() == host_thread,
+                file_exists(json_string(text, "file"))};
+        std::lock_guard<std::mutex> guard(events_lock);
+        events.push_back(e);
+        return true;
+    }
+    // The events whose data names job `id`, in arrival order.
+    std::vector<Event> events_of(const std::string& id) {
+        std::lock_guard<std::mutex> guard(events_lock);
+        std::vector<Event> out;
+        for (const Event& e : events) {
+            if (contains(e.data, "\"job\":\"" + id + "\"")) out.push_back(e);
+        }
+        return out;
+    }
+    // Waits up to `ms` for job `id`'s final event (done or failed); returns its events.
+    std::vector<Event> wait_final_event(const std::string& id, int ms = 20000) {
+        auto start = std::chrono::steady_clock::now();
+        for (;;) {
+            std::vector<Event> evs = events_of(id);
+            if (!evs.empty() && (evs.back().message == "done" || evs.back().message == "failed")) return evs;
+            if (ms_since(start) > ms) return evs;
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+    }
     void CleanEventBuffer() override {}
     bool SetStatusLine(WCHAR_T*) override { return false; }
     void ResetStatusLine() override {}
@@ -264,7 +357,23 @@ public:
     ~Params() {
         for (tVariant& v : values) {
             if (v.vt == VTYPE_PWSTR) memory_.FreeMemory(reinterpret_cast<void**>(&v.wstr.ptr));
+            if (v.vt == VTYPE_BLOB || v.vt == VTYPE_PSTR) memory_.FreeMemory(reinterpret_cast<void**>(&v.str.ptr));
         }
+    }
+    Params& raw(const tVariant& v) {
+        values.push_back(v);
+        return *this;
+    }
+    Params& blob(const std::string& bytes) {
+        tVariant v = empty_variant();
+        void* p = nullptr;
+        memory_.AllocMemory(&p, bytes.size());
+        memcpy(p, bytes.data(), bytes.size());
+        v.vt = VTYPE_BLOB;
+        v.str.ptr = static_cast<char*>(p);
+        v.str.len = uint32_t(bytes.size());
+        values.push_back(v);
+        return *this;
     }
     Params& text(const std::u16string& s) {
         tVariant v = empty_variant();
@@ -323,7 +432,8 @@ static std::string take(CountingMemory& memory, tVariant& v) {
             memory.FreeMemory(reinterpret_cast<void**>(&v.wstr.ptr));
         }
     } else if (v.vt == VTYPE_BLOB) {
-        if (v.str.len) {
+        check(v.str.ptr != nullptr, "a returned BinaryData is never a NULL pointer (OneScript's Marshal.Copy)");
+        if (v.str.ptr) {
             check(memory.live.count(v.str.ptr) == 1, "a returned BinaryData was allocated by the host");
             out.assign(v.str.ptr, v.str.len);
         }
@@ -346,6 +456,7 @@ static std::u16string take_name(CountingMemory& memory, const WCHAR_T* name) {
 // ---- What the add-in must declare --------------------------------------------------------
 
 enum Default { REQUIRED, EMPTY_STRING, ZERO };
+enum Kind { TEXT, NUMBER };
 
 struct ExpectedMethod {
     const char16_t* en;
@@ -353,17 +464,33 @@ struct ExpectedMethod {
     const char16_t* en_other_case;
     const char16_t* ru_other_case;
     std::vector<Default> params;
+    // Each parameter's kind and the C API's name for it (the error result's "param").
+    std::vector<std::pair<Kind, const char*>> kinds;
 };
+
+static const std::vector<std::pair<Kind, const char*>> IMAGE_PARAMS = {
+    {TEXT, "url"}, {TEXT, "token"}, {TEXT, "model"}, {TEXT, "descr"}, {TEXT, "headers"}, {TEXT, "options"}};
 
 static const std::vector<ExpectedMethod> methods = {
     {u"GetImages", u"ПолучитьКартинки", u"GETIMAGES", u"получитькартинки",
-     {REQUIRED, EMPTY_STRING, EMPTY_STRING, REQUIRED, EMPTY_STRING}},
+     {REQUIRED, EMPTY_STRING, EMPTY_STRING, REQUIRED, EMPTY_STRING},
+     {IMAGE_PARAMS.begin(), IMAGE_PARAMS.begin() + 5}},
     {u"GetImagesEx", u"ПолучитьКартинкиРасш", u"getimagesex", u"ПОЛУЧИТЬКАРТИНКИРАСШ",
-     {REQUIRED, EMPTY_STRING, EMPTY_STRING, REQUIRED, EMPTY_STRING, EMPTY_STRING}},
+     {REQUIRED, EMPTY_STRING, EMPTY_STRING, REQUIRED, EMPTY_STRING, EMPTY_STRING}, IMAGE_PARAMS},
     {u"GetImageDescriptionStructure", u"ПолучитьСтруктуруОписанияКартинок",
      u"getimagedescriptionstructure", u"ПОЛУЧИТЬСТРУКТУРУОПИСАНИЯКАРТИНОК",
-     {REQUIRED, ZERO, EMPTY_STRING, EMPTY_STRING, EMPTY_STRING}},
-    {u"Version", u"Версия", u"VERSION", u"версия", {}},
+     {REQUIRED, ZERO, EMPTY_STRING, EMPTY_STRING, EMPTY_STRING},
+     {{TEXT, "prompt"}, {NUMBER, "count"}, {TEXT, "background"}, {TEXT, "size"}, {TEXT, "additional"}}},
+    {u"Version", u"Версия", u"VERSION", u"версия", {}, {}},
+    {u"StartGetImages", u"НачатьПолучениеКартинок", u"startgetimages", u"НАЧАТЬПОЛУЧЕНИЕКАРТИНОК",
+     {REQUIRED, EMPTY_STRING, EMPTY_STRING, REQUIRED, EMPTY_STRING, EMPTY_STRING}, IMAGE_PARAMS},
+    {u"JobResult", u"РезультатЗадания", u"JOBRESULT", u"результатзадания", {REQUIRED}, {{TEXT, "job_id"}}},
+    {u"WaitJob", u"ОжидатьЗадание", u"waitjob", u"ОЖИДАТЬЗАДАНИЕ", {REQUIRED, REQUIRED},
+     {{TEXT, "job_id"}, {NUMBER, "timeout"}}},
+    {u"CancelJob", u"ОтменитьЗадание", u"CANCELJOB", u"отменитьзадание", {REQUIRED}, {{TEXT, "job_id"}}},
+    {u"GetImagesBatch", u"ПолучитьКартинкиПакетом", u"getimagesbatch", u"ПОЛУЧИТЬКАРТИНКИПАКЕТОМ",
+     {REQUIRED, EMPTY_STRING, EMPTY_STRING, REQUIRED, EMPTY_STRING, EMPTY_STRING},
+     {{TEXT, "url"}, {TEXT, "token"}, {TEXT, "model"}, {TEXT, "descrs"}, {TEXT, "headers"}, {TEXT, "options"}}},
 };
 
 struct ExpectedProperty {
@@ -405,16 +532,35 @@ static void save(const Context& ctx, const std::string& name, const std::string&
 
 static long method(IComponentBase* c, const char16_t* name) { return c->FindMethod(name); }
 
-// Calls a method as a function; returns the text, or "<false>" when the call failed.
+// The value a refused call returned with its false (the error JSON, for OneScript), or "".
+static std::string refusal;
+// A partial image a streaming job wrote to the component's temporary folder.
+static std::string stream_temp_file;
+
+// Calls a method as a function; returns the text, or "<false>" when the call failed. A
+// refused call returns the error JSON as its value too (kept in `refusal`).
 static std::string call(CountingMemory& memory, IComponentBase* c, const char16_t* name, Params& params) {
     tVariant ret = empty_variant();
     bool ok = c->CallAsFunc(method(c, name), &ret, params.data(), params.count());
     if (!ok) {
-        check(ret.vt == VTYPE_EMPTY, "a failed call leaves the result EMPTY");
+        check(ret.vt == VTYPE_PWSTR || ret.vt == VTYPE_EMPTY, "a failed call's value is the error JSON or EMPTY");
+        refusal = take(memory, ret);
         return "<false>";
     }
     check(ret.vt == VTYPE_PWSTR, "%s returns a String", utf8(name).c_str());
     return take(memory, ret);
+}
+
+// Calls a method returning a Boolean: 1 true, 0 false, -1 a failed call.
+static int call_bool(CountingMemory& memory, IComponentBase* c, const char16_t* name, Params& params) {
+    tVariant ret = empty_variant();
+    bool ok = c->CallAsFunc(method(c, name), &ret, params.data(), params.count());
+    if (!ok) {
+        refusal = take(memory, ret);
+        return -1;
+    }
+    check(ret.vt == VTYPE_BOOL, "%s returns a Boolean", utf8(name).c_str());
+    return ret.vt == VTYPE_BOOL && ret.bVal ? 1 : 0;
 }
 
 static std::string last_result(CountingMemory& memory, IComponentBase* c) {
@@ -541,6 +687,11 @@ static void drive(const Context& ctx, CountingMemory& memory, TestHost& host, IC
         check(host.errors.size() == errors + 1, "AddError was called once");
         check(contains(host.last_error(), "Description"), "the error names Description: %s", host.last_error().c_str());
         check(host.scodes.back() != 0, "AddError asks 1C to raise an exception");
+        // OneScript ignores the false and AddError: the value itself is the error JSON.
+        check(contains(refusal, "\"invalid_argument\"") && contains(refusal, "\"param\":\"descr\""),
+              "the refused call's value is the invalid_argument JSON naming descr: %s", refusal.c_str());
+        check(last_result(memory, c) == refusal, "LastResult holds the refusal's JSON too");
+        save(ctx, "refusal", refusal);
 
         c->SetUserInterfaceLanguageCode(u"ru");
         Params q(memory);
@@ -554,6 +705,7 @@ static void drive(const Context& ctx, CountingMemory& memory, TestHost& host, IC
         r.text("Yellow alpaca").text("2");
         check(call(memory, c, u"GetImageDescriptionStructure", r) == "<false>", "a String as Count fails the call");
         check(contains(host.last_error(), "Count"), "the error names Count: %s", host.last_error().c_str());
+        check(contains(refusal, "\"param\":\"count\""), "the value names count: %s", refusal.c_str());
     }
     {
         Params p(memory);
@@ -630,6 +782,404 @@ static void drive(const Context& ctx, CountingMemory& memory, TestHost& host, IC
     }
 }
 
+// ---- Asynchronous jobs ---------------------------------------------------------------------
+
+static const std::string DESCR = "{'prompt':'Yellow alpaca','n':1,'size':'1024x1024'}";
+
+static void drive_jobs(const Context& ctx, CountingMemory& memory, TestHost& host, IComponentBase* c, bool full) {
+    const std::string slow = ctx.url + "slow/", hang = ctx.url + "hang/";
+    if (full) {
+        Params p(memory);
+        p.text(slow).text(TOKEN).text("dall-e-3").text(DESCR).empty().empty();
+        auto start = std::chrono::steady_clock::now();
+        std::string id = call(memory, c, u"StartGetImages", p);
+        double ms = ms_since(start);
+        printf("figure - [%s] StartGetImages returned in %.3f ms (the server takes 1000 ms)\n", scenario.c_str(), ms);
+        check(id != "<false>" && !id.empty(), "StartGetImages returns a job id: %s", id.c_str());
+        check(ms < 500, "StartGetImages returns at once (%.3f ms) while the server takes 1 s", ms);
+        check(host.GetEventBufferDepth() >= 64 && host.depth_sets >= 1, "the event buffer depth was raised (to %ld)",
+              host.GetEventBufferDepth());
+
+        Params w(memory);
+        w.text(id).r8(0.05);
+        check(call_bool(memory, c, u"WaitJob", w) == 0, "WaitJob with a 50 ms timeout is false while the server works");
+        Params early(memory);
+        early.text(id);
+        bool refused = call(memory, c, u"JobResult", early) == "<false>";
+        check(refused && contains(refusal, "still running") && contains(refusal, "\"param\":\"job_id\""),
+              "JobResult of a running job is refused: %s", refusal.c_str());
+        Params w2(memory);
+        w2.text(id).i4(30);
+        check(call_bool(memory, c, u"ОжидатьЗадание", w2) == 1, "WaitJob is true once the job is done");
+        printf("figure - [%s] the job took %.0f ms\n", scenario.c_str(), ms_since(start));
+
+        std::vector<Event> evs = host.wait_final_event(id);
+        check(evs.size() == 1 && evs[0].message == "done", "one event, done (%zu events)", evs.size());
+        if (!evs.empty()) {
+            check(evs[0].source == "OPI_OpenAI", "the event's source is OPI_OpenAI");
+            check(!evs[0].on_host_thread, "the event came from the worker thread");
+            check(evs[0].data == "{\"job\":\"" + id + "\"}", "done's data is the job id: %s", evs[0].data.c_str());
+        }
+
+        Params r(memory);
+        r.text(id);
+        std::string result = call(memory, c, u"JobResult", r);
+        save(ctx, "job_result", result);
+        check(contains(result, "\"b64_json\"") && !contains(result, "\"error\""), "JobResult returns the images JSON");
+        check(last_result(memory, c) == result, "JobResult sets LastResult");
+        Params again(memory);
+        again.text(id);
+        bool refused_again = call(memory, c, u"РезультатЗадания", again) == "<false>";
+        check(refused_again && contains(refusal, "\"param\":\"job_id\""), "a job's result is handed over once: %s",
+              refusal.c_str());
+
+        Params sync(memory);
+        sync.text(slow).text(TOKEN).text("dall-e-3").text(DESCR).empty().empty();
+        save(ctx, "sync_result", call(memory, c, u"GetImagesEx", sync));
+
+        // Several jobs at once: each finishes with its own event, none dropped.
+        std::vector<std::string> ids;
+        for (int i = 0; i < 4; i++) {
+            Params q(memory);
+            q.text(slow).text(TOKEN).text("dall-e-3").text(DESCR);
+            ids.push_back(call(memory, c, u"StartGetImages", q));
+        }
+        for (const std::string& each : ids) {
+            std::vector<Event> e = host.wait_final_event(each);
+            check(e.size() == 1 && e[0].message == "done", "job %s of four sent done", each.c_str());
+            Params q(memory);
+            q.text(each);
+            check(contains(call(memory, c, u"JobResult", q), "\"b64_json\""), "job %s of four has images", each.c_str());
+        }
+
+        // A streaming job (partial_images in the description): partial_image events in order,
+        // each naming a file already written, then done.
+        for (bool own_dir : {false, true}) {
+            const std::string dir = ctx.out_dir + "/" + scenario + "-stream";
+            Params q(memory);
+            q.text(ctx.url + "stream/").text(TOKEN).text("gpt-image-1.5")
+                .text("{'prompt':'Yellow alpaca','partial_images':3}").empty();
+            if (own_dir) q.text("{\"save_dir\": \"" + dir + "\"}");
+            std::string job = call(memory, c, u"StartGetImages", q);
+            std::vector<Event> evs = host.wait_final_event(job);
+            std::string order;
+            bool files = true, short_data = true;
+            for (size_t i = 0; i < evs.size(); i++) {
+                order += evs[i].message + " ";
+                if (evs[i].message == "partial_image") {
+                    files = files && evs[i].file_existed &&
+                            contains(evs[i].data, "\"index\":" + std::to_string(i)) &&
+                            (!own_dir || json_string(evs[i].data, "file").rfind(dir, 0) == 0);
+                    if (!own_dir && i == 0) stream_temp_file = json_string(evs[i].data, "file");
+                }
+                short_data = short_data && evs[i].data.size() < 1000 && !contains(evs[i].data, "b64");
+            }
+            check(order == "partial_image partial_image partial_image done ",
+                  "a streaming job sends its partial images in order, then done (%s): %s", own_dir ? "save_dir" : "temporary folder",
+                  order.c_str());
+            check(files, "each partial_image names its index and a file already written (%s)", evs.empty() ? "" : evs[0].data.c_str());
+            check(short_data, "event data is short, with paths, never base64");
+            Params r(memory);
+            r.text(job);
+            std::string result = call(memory, c, u"JobResult", r);
+            save(ctx, own_dir ? "stream_result_dir" : "stream_result", result);
+            check(contains(result, "\"data\"") && !contains(result, "\"error\""), "the streaming job's result has the image");
+        }
+    }
+    {
+        // CancelJob on a job blocked on a server that does not answer.
+        Params p(memory);
+        p.text(hang).text(TOKEN).text("dall-e-3").text(DESCR);
+        std::string id = call(memory, c, u"НачатьПолучениеКартинок", p);
+        Params w(memory);
+        w.text(id).r8(0.1);
+        check(call_bool(memory, c, u"WaitJob", w) == 0, "a job on a silent server is still running after 100 ms");
+        auto start = std::chrono::steady_clock::now();
+        Params k(memory);
+        k.text(id);
+        check(call_bool(memory, c, u"CancelJob", k) == 1, "CancelJob of a running job is true");
+        Params w2(memory);
+        w2.text(id).i4(10);
+        check(call_bool(memory, c, u"WaitJob", w2) == 1, "the cancelled job finishes");
+        double ms = ms_since(start);
+        printf("figure - [%s] a cancelled job finished %.1f ms after CancelJob\n", scenario.c_str(), ms);
+        check(ms < 5000, "the cancelled job finished at once (%.1f ms), not at the server's pace", ms);
+        std::vector<Event> evs = host.wait_final_event(id);
+        check(!evs.empty() && evs.back().message == "failed" && contains(evs.back().data, "\"cancelled\""),
+              "a cancelled job sends failed with its code: %s", evs.empty() ? "" : evs.back().data.c_str());
+        Params k2(memory);
+        k2.text(id);
+        check(call_bool(memory, c, u"ОтменитьЗадание", k2) == 0, "CancelJob of a finished job is false");
+        Params r(memory);
+        r.text(id);
+        std::string result = call(memory, c, u"JobResult", r);
+        check(contains(result, "\"code\":\"cancelled\""), "the cancelled job's result: %s", result.c_str());
+    }
+    {
+        // A job whose call fails: failed, with the error's code; JobResult has the error.
+        Params p(memory);
+        p.text(ctx.url).text(TOKEN).text("dall-e-3").text("not json");
+        std::string id = call(memory, c, u"StartGetImages", p);
+        std::vector<Event> evs = host.wait_final_event(id);
+        check(!evs.empty() && evs.back().message == "failed" && contains(evs.back().data, "invalid_argument"),
+              "a failing job sends failed: %s", evs.empty() ? "" : evs.back().data.c_str());
+        Params r(memory);
+        r.text(id);
+        check(contains(call(memory, c, u"JobResult", r), "\"param\":\"descr\""), "its result is the error");
+    }
+    if (full) {
+        Params p(memory);
+        p.text(ctx.url).text(TOKEN).text("dall-e-3")
+            .text("[{\"prompt\":\"Yellow alpaca\",\"n\":1},{\"prompt\":\"Yellow alpaca\",\"n\":2},\"not json\"]");
+        std::string result = call(memory, c, u"ПолучитьКартинкиПакетом", p);
+        save(ctx, "batch", result);
+        check(contains(result, "\"results\""), "GetImagesBatch returns results");
+        check(last_result(memory, c) == result, "GetImagesBatch sets LastResult");
+    }
+    {
+        Params p(memory);
+        p.text(ctx.url).i4(1);
+        bool refused = call(memory, c, u"StartGetImages", p) == "<false>";
+        check(refused && contains(refusal, "\"param\":\"token\""), "StartGetImages refuses a wrong type like GetImages: %s",
+              refusal.c_str());
+    }
+}
+
+// Starts jobs that will still be running when the component is torn down.
+static void start_jobs_in_flight(const Context& ctx, CountingMemory& memory, IComponentBase* c) {
+    Params p(memory);
+    p.text(ctx.url + "hang/").text(TOKEN).text("dall-e-3").text(DESCR);
+    check(call(memory, c, u"StartGetImages", p) != "<false>", "a job in flight at teardown");
+    Params q(memory);
+    q.text(ctx.url + "stream-stall/").text(TOKEN).text("gpt-image-1.5").text("{'prompt':'Yellow alpaca','stream':true}");
+    check(call(memory, c, u"StartGetImages", q) != "<false>", "a streaming job in flight at teardown");
+}
+
+// ---- Hostile inputs ------------------------------------------------------------------------
+
+static tVariant typed(uint16_t vt) {
+    tVariant v = empty_variant();
+    v.vt = vt;
+    switch (vt) {
+    case VTYPE_I4: v.lVal = 42; break;
+    case VTYPE_R8: v.dblVal = 2.5; break;
+    case VTYPE_BOOL: v.bVal = true; break;
+    case VTYPE_DATE: v.date = 45000.5; break;
+    case VTYPE_UI8: v.ullVal = ~0ull; break;
+    case VTYPE_TM: v.tmVal.tm_year = 126; break;
+    default: break;  // NULL, INTERFACE (a NULL pointer), CLSID, ...
+    }
+    return v;
+}
+
+static void hostile(const Context& ctx, CountingMemory& memory, TestHost& host, IComponentBase* c) {
+    (void)ctx;
+    // Each parameter of each method with each wrong type: refused, naming the parameter.
+    const std::vector<uint16_t> not_text = {VTYPE_I4, VTYPE_R8, VTYPE_BOOL, VTYPE_DATE, VTYPE_NULL, VTYPE_BLOB,
+                                            VTYPE_TM, VTYPE_UI8, VTYPE_INTERFACE, VTYPE_CLSID, 99};
+    const std::vector<uint16_t> not_number = {VTYPE_PWSTR, VTYPE_PSTR, VTYPE_BOOL, VTYPE_DATE, VTYPE_NULL,
+                                              VTYPE_BLOB, VTYPE_TM, VTYPE_INTERFACE, 99};
+    int calls = 0, clean = 0;
+    for (const ExpectedMethod& m : methods) {
+        for (size_t j = 0; j < m.kinds.size(); j++) {
+            for (uint16_t vt : m.kinds[j].first == TEXT ? not_text : not_number) {
+                Params p(memory);
+                for (size_t k = 0; k < m.kinds.size(); k++) {
+                    if (k != j) {
+                        if (m.kinds[k].first == NUMBER) p.i4(0);
+                        else if (k == 0) p.text("http://127.0.0.1:9/");
+                        else p.text("x");
+                    } else if (vt == VTYPE_BLOB) {
+                        p.blob("blob bytes");
+                    } else if (vt == VTYPE_PWSTR) {
+                        p.text("2");
+                    } else if (vt == VTYPE_PSTR) {
+                        tVariant v = typed(VTYPE_PSTR);
+                        void* mem = nullptr;
+                        memory.AllocMemory(&mem, 1);
+                        static_cast<char*>(mem)[0] = '2';
+                        v.str.ptr = static_cast<char*>(mem);
+                        v.str.len = 1;
+                        p.raw(v);
+                    } else {
+                        p.raw(typed(vt));
+                    }
+                }
+                size_t errors = host.errors.size();
+                calls++;
+                bool ok = call(memory, c, m.en, p) == "<false>" && host.errors.size() == errors + 1 &&
+                          contains(refusal, std::string("\"param\":\"") + m.kinds[j].second + "\"");
+                if (ok) clean++;
+                else check(false, "%s parameter %zu with type %u: %s", utf8(m.en).c_str(), j + 1, vt, refusal.c_str());
+            }
+        }
+    }
+    check(calls > 200 && clean == calls, "every parameter of every method with every wrong type is refused naming "
+          "the parameter (%d of %d calls)", clean, calls);
+
+    // 10 MB strings: clean answers, never a crash.
+    const std::string ten_mb(10u << 20, 'a');
+    {
+        Params p(memory);
+        p.text("http://127.0.0.1:9/" + ten_mb).text(TOKEN).text("dall-e-3").text(DESCR);
+        std::string r = call(memory, c, u"GetImages", p);
+        check(contains(r, "\"error\"") && r.size() < 100000, "a 10 MB URL is an error result (%zu bytes)", r.size());
+    }
+    {
+        Params p(memory);
+        p.text("http://127.0.0.1:9/").text(TOKEN).text("dall-e-3").text("{'prompt':'" + ten_mb + "'}");
+        std::string r = call(memory, c, u"GetImages", p);
+        check(contains(r, "\"error\"") && r.size() < 100000, "a 10 MB description is an error result here (no server)");
+    }
+    {
+        Params p(memory);
+        p.text("http://127.0.0.1:9/").text(ten_mb).text(ten_mb).text(DESCR).text("{\"X-Big\":\"" + ten_mb + "\"}")
+            .text(ten_mb);
+        std::string r = call(memory, c, u"GetImagesEx", p);
+        check(contains(r, "\"error\"") && r.size() < 100000, "10 MB token, model, headers and options: an error result");
+    }
+    {
+        Params p(memory);
+        p.text(ten_mb);
+        bool refused = call(memory, c, u"JobResult", p) == "<false>";
+        check(refused && refusal.size() < 10000 && host.last_error().size() < 10000,
+              "a 10 MB job id is refused with a short message (%zu bytes)", refusal.size());
+    }
+    {
+        Params p(memory);
+        p.text(ten_mb);
+        std::string r = call(memory, c, u"GetImageDescriptionStructure", p);
+        check(r.size() == ten_mb.size() + 13, "a 10 MB prompt comes back whole (%zu bytes)", r.size());
+        Params o(memory);
+        o.text(ten_mb);
+        check(!set_options(c, o) && host.last_error().size() < 10000, "a 10 MB Options value is refused briefly");
+    }
+    // Unpaired UTF-16 surrogates: replaced by U+FFFD, never a crash.
+    {
+        std::u16string lone = u"{'prompt':'lone ";
+        lone += char16_t(0xD800);
+        lone += u" and ";
+        lone += char16_t(0xDC00);
+        lone += u"'}";
+        Params p(memory);
+        p.text(u"Prompt ");
+        p.values[0].wstr.ptr[6] = char16_t(0xDBFF);  // "Prompt" + a lone high surrogate
+        std::string r = call(memory, c, u"GetImageDescriptionStructure", p);
+        check(contains(r, "\xEF\xBF\xBD") && !contains(r, "\"error\""), "a lone surrogate in a prompt becomes U+FFFD: %s",
+              r.c_str());
+        Params q(memory);
+        q.text("http://127.0.0.1:9/").empty().empty().text(lone);
+        r = call(memory, c, u"GetImages", q);
+        check(contains(r, "\"error\"") && !contains(r, "invalid_argument"), "a lone surrogate in a description is sent "
+              "as U+FFFD (here to no server): %s", r.c_str());
+    }
+    // A NULL string pointer with a nonzero length reads as "".
+    {
+        tVariant null_text = empty_variant();
+        null_text.vt = VTYPE_PWSTR;
+        null_text.wstr.ptr = nullptr;
+        null_text.wstr.len = 1000;
+        Params p(memory);
+        p.raw(null_text).text(TOKEN).text("dall-e-3").text(DESCR);
+        std::string r = call(memory, c, u"GetImages", p);
+        check(contains(r, "\"param\":\"url\""), "a NULL URL with a length is a missing URL: %s", r.c_str());
+        Params q(memory);
+        tVariant null_narrow = empty_variant();
+        null_narrow.vt = VTYPE_PSTR;
+        null_narrow.str.len = 1000;
+        q.text("http://127.0.0.1:9/").raw(null_narrow).raw(null_text).raw(null_text);
+        r = call(memory, c, u"GetImages", q);
+        check(contains(r, "\"param\":\"descr\""), "a NULL description with a length is a missing description: %s",
+              r.c_str());
+        Params o(memory);
+        o.raw(null_text);
+        check(set_options(c, o), "a NULL Options value with a length is \"\" (defaults)");
+        tVariant null_blob = empty_variant();
+        null_blob.vt = VTYPE_BLOB;
+        null_blob.str.len = 1000;
+        Params b(memory);
+        b.raw(null_blob);
+        check(!set_options(c, b), "a NULL BinaryData as Options is refused");
+    }
+}
+
+// ---- Many objects in one process -------------------------------------------------------------
+
+static void cycles(const Context& ctx, int n) {
+    scenario = "cycles";
+    CountingMemory memory;
+    TestHost host;
+    int threads = thread_count();
+    auto start = std::chrono::steady_clock::now();
+    int good = 0;
+    for (int i = 0; i < n; i++) {
+        IComponentBase* c = nullptr;
+        if (!ctx.lib.get_class_object(u"Main", &c) || !c) break;
+        bool ok = c->Init(&host) && c->setMemManager(&memory);
+        WCHAR_T* name = nullptr;
+        ok = ok && c->RegisterExtensionAs(&name) && take_name(memory, name) == u"Main";
+        tVariant v = empty_variant();
+        ok = ok && c->GetPropVal(c->FindProp(u"LastResult"), &v) && v.vt == VTYPE_BLOB && v.str.ptr;
+        take(memory, v);
+        c->Done();
+        if (i % 2) {
+            ok = ok && ctx.lib.destroy_object(&c) == 0;
+        } else {
+            delete c;
+        }
+        if (ok) good++;
+    }
+    double ms = ms_since(start);
+    printf("figure - [cycles] %d create/Init/Done/destroy cycles in %.0f ms\n", n, ms);
+    check(good == n, "%d of %d cycles clean", good, n);
+    check(memory.live.empty() && memory.allocations >= size_t(2 * n),
+          "host allocations back to 0 after %d cycles (%zu made, %zu left)", n, memory.allocations, memory.live.size());
+    check(thread_count() == threads, "no thread left behind (%d, was %d)", thread_count(), threads);
+}
+
+// ---- Panics (a debug build's panic probe, see src/boundary.rs) ------------------------------
+
+static void panic_probe(const Context& ctx) {
+    scenario = "panic-probe";
+    CountingMemory memory;
+    TestHost host;
+    IComponentBase* c = nullptr;
+    if (!ctx.lib.get_class_object(u"Main", &c) || !c) return;
+    check(c->Init(&host) && c->setMemManager(&memory), "Init, setMemManager");
+    setenv("OPI_OPENAI_PANIC_PROBE", "addin", 1);
+    {
+        Params p(memory);
+        p.text(ctx.url).text(TOKEN).text("dall-e-3").text(DESCR);
+        size_t errors = host.errors.size();
+        check(call(memory, c, u"GetImages", p) == "<false>", "a panicking method fails the call");
+        save(ctx, "value", refusal);
+        check(contains(refusal, "\"code\":\"internal\""), "its value is an internal error: %s", refusal.c_str());
+        check(host.errors.size() == errors + 1, "AddError reports it: %s", host.last_error().c_str());
+        check(last_result(memory, c) == refusal, "LastResult holds it");
+    }
+    setenv("OPI_OPENAI_PANIC_PROBE", "job", 1);
+    {
+        Params p(memory);
+        p.text(ctx.url).text(TOKEN).text("dall-e-3").text(DESCR);
+        std::string id = call(memory, c, u"StartGetImages", p);
+        std::vector<Event> evs = host.wait_final_event(id);
+        check(!evs.empty() && evs.back().message == "failed" && contains(evs.back().data, "\"internal\""),
+              "a panicking job sends failed with code internal: %s", evs.empty() ? "" : evs.back().data.c_str());
+        Params r(memory);
+        r.text(id);
+        check(contains(call(memory, c, u"JobResult", r), "\"code\":\"internal\""), "its result is an internal error");
+    }
+    unsetenv("OPI_OPENAI_PANIC_PROBE");
+    {
+        Params p(memory);
+        p.text(ctx.url).text(TOKEN).text("dall-e-3").text(DESCR);
+        check(contains(call(memory, c, u"GetImages", p), "\"b64_json\""), "the object works after the panics");
+    }
+    c->Done();
+    check(ctx.lib.destroy_object(&c) == 0, "DestroyObject");
+    check(memory.live.empty(), "every host allocation was freed");
+}
+
 enum Order { ONE_C, ONESCRIPT };
 enum Teardown { DESTROY_OBJECT, DELETE_COMPONENT, DELETE_LANGUAGE_EXTENDER, DELETE_USER_LANGUAGE };
 
@@ -640,6 +1190,8 @@ static void run(const Context& ctx, Order order, Teardown teardown) {
     scenario = std::string(order_names[order]) + "-" + teardown_names[teardown];
     CountingMemory memory;
     TestHost host;
+    int threads = thread_count();
+    bool first = order == ONE_C && teardown == DESTROY_OBJECT;
 
     IComponentBase* c = nullptr;
     check(ctx.lib.get_class_object(u"Main", &c) != 0 && c != nullptr, "GetClassObject(Main) creates an object");
@@ -661,7 +1213,13 @@ static void run(const Context& ctx, Order order, Teardown teardown) {
 
     enumerate(memory, c);
     drive(ctx, memory, host, c);
+    drive_jobs(ctx, memory, host, c, first || (order == ONESCRIPT && teardown == DELETE_COMPONENT));
+    if (first) hostile(ctx, memory, host, c);
+    start_jobs_in_flight(ctx, memory, c);
 
+    // Teardown with jobs in flight: they are cancelled and their threads joined before the
+    // object's memory is freed; no event reaches the host after that.
+    auto teardown_start = std::chrono::steady_clock::now();
     c->Done();
     switch (teardown) {
     case DESTROY_OBJECT:
@@ -677,15 +1235,39 @@ static void run(const Context& ctx, Order order, Teardown teardown) {
         delete static_cast<UserLanguageBase*>(c);
         break;
     }
+    double teardown_ms = ms_since(teardown_start);
+    host.alive = false;
+    printf("figure - [%s] teardown with two jobs in flight took %.1f ms\n", scenario.c_str(), teardown_ms);
+    check(teardown_ms < 5000, "teardown cancels the jobs in flight at once (%.1f ms)", teardown_ms);
+    check(thread_count() == threads, "no worker thread left behind (%d threads, %d before)", thread_count(), threads);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    check(host.late_events == 0, "no event after the teardown (%d)", host.late_events.load());
+    if (!stream_temp_file.empty()) {
+        check(!file_exists(stream_temp_file), "the component's temporary folder is removed with it");
+        stream_temp_file.clear();
+    }
     check(memory.live.empty(), "every host allocation was freed (%zu made, %zu left)", memory.allocations,
           memory.live.size());
     check(memory.foreign_frees == 0, "the host freed only memory it allocated");
 }
 
 int main(int argc, char** argv) {
-    bool keep_loaded = argc == 6 && strcmp(argv[5], "--keep-loaded") == 0;
-    if (argc != 5 && !keep_loaded) {
-        fprintf(stderr, "usage: %s LIBRARY URL OUT_DIR VERSION [--keep-loaded]\n", argv[0]);
+    bool keep_loaded = false;
+    int cycle_count = 1000;
+    bool probe = false;
+    for (int i = 5; i < argc; i++) {
+        if (strcmp(argv[i], "--keep-loaded") == 0) {
+            keep_loaded = true;
+        } else if (strcmp(argv[i], "--panic-probe") == 0) {
+            probe = true;
+        } else if (strcmp(argv[i], "--cycles") == 0 && i + 1 < argc) {
+            cycle_count = atoi(argv[++i]);
+        } else {
+            argc = 0;
+        }
+    }
+    if (argc < 5) {
+        fprintf(stderr, "usage: %s LIBRARY URL OUT_DIR VERSION [--keep-loaded] [--cycles N]\n", argv[0]);
         return 2;
     }
     Context ctx;
@@ -719,11 +1301,18 @@ int main(int argc, char** argv) {
     check(ctx.lib.destroy_object(&none) == 0 && none == nullptr, "DestroyObject of an object never initialised");
     check(ctx.lib.destroy_object(&none) == -1, "DestroyObject of NULL is -1");
 
+    if (probe) {
+        panic_probe(ctx);
+        printf("%s: %d failed check(s)\n", failures ? "FAILED" : "PASSED", failures);
+        return failures ? 1 : 0;
+    }
     for (Order order : {ONE_C, ONESCRIPT}) {
         for (Teardown teardown : {DESTROY_OBJECT, DELETE_COMPONENT, DELETE_LANGUAGE_EXTENDER, DELETE_USER_LANGUAGE}) {
             run(ctx, order, teardown);
         }
     }
+
+    cycles(ctx, cycle_count);
 
     scenario = "teardown";
     if (!keep_loaded) check(dlclose(so) == 0, "dlclose unloads the library");

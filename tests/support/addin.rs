@@ -9,10 +9,45 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 /// The server the host expects: an image API, plus `/big/`, which answers a JSON body over
-/// 1 MiB (to show the Options limits and LastResult carrying a large result).
+/// 1 MiB (to show the Options limits and LastResult carrying a large result), `/slow/`, which
+/// answers after 1 s (asynchronous jobs), `/hang/`, which does not answer for 20 s
+/// (cancelling, teardown with jobs in flight), `/stream/`, which streams three partial images
+/// 100 ms apart and then the completed one (Server-Sent Events), and `/stream-stall/`, which
+/// streams one partial image and then nothing for 20 s.
 pub fn host_server() -> TestServer {
+    use super::sse::{completed_json, event, partial_json, sse_head};
+    use base64::Engine;
     let images = images_handler();
+    let png = base64::engine::general_purpose::STANDARD.encode(super::server::png(8, 8));
     TestServer::start(move |req: &Recorded, index| {
+        let stall = req.path.starts_with("/stream-stall/");
+        if req.path.starts_with("/stream/") || stall {
+            let pause = std::time::Duration::from_millis(100);
+            let mut pieces = vec![(std::time::Duration::ZERO, sse_head())];
+            for k in 0..if stall { 1 } else { 3 } {
+                let e = event(
+                    "image_generation.partial_image",
+                    &partial_json(k, &png),
+                    "\n",
+                );
+                pieces.push((pause, e.into_bytes()));
+            }
+            let last = if stall {
+                (std::time::Duration::from_secs(20), Vec::new())
+            } else {
+                let e = event("image_generation.completed", &completed_json(&png), "\n");
+                (pause, e.into_bytes())
+            };
+            pieces.push(last);
+            return Action::Pieces(pieces);
+        }
+        if req.path.starts_with("/slow/") {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            return images(req, index);
+        }
+        if req.path.starts_with("/hang/") {
+            return Action::Hang(std::time::Duration::from_secs(20));
+        }
         if req.path.starts_with("/big/") {
             let body = format!(
                 r#"{{"created":1750098846,"data":[{{"b64_json":"{}"}}]}}"#,
@@ -72,7 +107,8 @@ pub fn host() -> &'static Path {
 }
 
 /// Runs the host on `library` against `server`, writing each scenario's results to
-/// `out_dir`, optionally under a `wrapper` such as valgrind.
+/// `out_dir`, optionally under a `wrapper` such as valgrind (which runs 100
+/// create/Init/Done/destroy cycles instead of 1000, for time).
 pub fn run_host(library: &Path, server: &TestServer, out_dir: &Path, wrapper: &[&str]) -> Output {
     let (program, mut args): (&str, Vec<String>) = match wrapper.split_first() {
         Some((first, rest)) => (
@@ -94,6 +130,7 @@ pub fn run_host(library: &Path, server: &TestServer, out_dir: &Path, wrapper: &[
     // statics, which valgrind counts as lost once the library is unmapped (see host.cpp).
     if !wrapper.is_empty() {
         args.push("--keep-loaded".to_string());
+        args.extend(["--cycles".to_string(), "100".to_string()]);
     }
     let tool = if wrapper.is_empty() {
         "the add-in host"
