@@ -1,38 +1,48 @@
-//! The Linux library for old glibc: built with cargo-zigbuild for
-//! x86_64-unknown-linux-gnu.2.17 (what `examples/1c/package.sh` puts in the zip), it requires
-//! no glibc symbol version above 2.17 and no library beyond libc's own family, and it works:
-//! the 1C add-in host (tests/addin_host/host.cpp), the C example and an HTTPS call (ring,
-//! compiled by zig cc) run against it and the local test servers.
+//! The Linux libraries for old glibc: built with cargo-zigbuild for
+//! x86_64-unknown-linux-gnu.2.17 and i686-unknown-linux-gnu.2.17 (what `scripts/release.sh`
+//! puts in the zip), they require no glibc symbol version above 2.17 and no library beyond
+//! libc's own family, and they work: the 1C add-in host (tests/addin_host/host.cpp, built by
+//! g++, and by g++ -m32 for x86), the C example, the C ABI's edge cases and an HTTPS call
+//! (ring, compiled by zig cc) run against them and the local test servers.
 //!
-//! Needs cargo-zigbuild and zig (`pip install ziglang`), objdump and readelf (binutils), g++,
-//! gcc and unzip; `.ci/run` installs them. A missing tool fails the test with the command to
-//! install it.
+//! Needs cargo-zigbuild and zig (`pip install ziglang`), the Rust targets, objdump (binutils),
+//! g++ and gcc, and for x86 gcc-multilib and g++-multilib; `scripts/test.sh` installs them.
+//! What is missing skips the tests that need it, loudly.
 
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+use support::elf::{glibc_version, needs, newest_glibc, OLDEST_GLIBC};
 use support::tls::TlsServer;
 use support::{server::images_handler, TestServer};
 
-const TRIPLE: &str = "x86_64-unknown-linux-gnu";
-/// cargo-zigbuild's target: the triple with the oldest glibc to link against.
-const ZIG_TARGET: &str = "x86_64-unknown-linux-gnu.2.17";
-const OLDEST_GLIBC: (u32, u32) = (2, 17);
 const INSTALL: &str = "python3 -m pip install --user ziglang==0.15.2 (or into a venv) and \
-                       cargo install cargo-zigbuild --version 0.24.1 --locked (.ci/run does both)";
+                       cargo install cargo-zigbuild --version 0.24.1 --locked (scripts/test.sh does both)";
 
-/// What a glibc 2.17 system provides itself: a library beyond these may be missing there.
-const SYSTEM_LIBRARIES: [&str; 7] = [
-    "libc.so.6",
-    "libm.so.6",
-    "libdl.so.2",
-    "libpthread.so.0",
-    "librt.so.1",
-    "ld-linux-x86-64.so.2",
-    "libgcc_s.so.1",
-];
+/// One Linux architecture: the Rust target, cargo-zigbuild's target (the triple with the
+/// oldest glibc to link against), and the flags gcc and g++ need for it.
+struct Arch {
+    triple: &'static str,
+    zig_target: &'static str,
+    cflags: &'static [&'static str],
+    lib: OnceLock<Result<PathBuf, String>>,
+}
+
+static X64: Arch = Arch {
+    triple: "x86_64-unknown-linux-gnu",
+    zig_target: "x86_64-unknown-linux-gnu.2.17",
+    cflags: &[],
+    lib: OnceLock::new(),
+};
+
+static X86: Arch = Arch {
+    triple: "i686-unknown-linux-gnu",
+    zig_target: "i686-unknown-linux-gnu.2.17",
+    cflags: &["-m32"],
+    lib: OnceLock::new(),
+};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -58,99 +68,78 @@ fn succeeds(program: &str, args: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
-/// Fails with the install commands unless cargo-zigbuild and a zig it finds are present. It
-/// looks for zig as `python3 -m ziglang` (pip's ziglang), then as `zig`; both can be named by
+/// `Ok(())` when cargo-zigbuild and a zig it finds are present, else why not. It looks for
+/// zig as `python3 -m ziglang` (pip's ziglang), then as `zig`; both can be named by
 /// environment variables, which are honoured here too.
-fn require_zigbuild() {
-    assert!(
-        succeeds("cargo-zigbuild", &["--version"]),
-        "cargo-zigbuild is required for this test and is not installed: {INSTALL}"
-    );
+fn zigbuild_ready() -> Result<(), String> {
+    if !succeeds("cargo-zigbuild", &["--version"]) {
+        return Err(format!("cargo-zigbuild is not installed: {INSTALL}"));
+    }
     let python = std::env::var("CARGO_ZIGBUILD_PYTHON_PATH").unwrap_or("python3".into());
     let zig = std::env::var("CARGO_ZIGBUILD_ZIG_PATH").unwrap_or("zig".into());
-    assert!(
-        succeeds(&python, &["-m", "ziglang", "version"]) || succeeds(&zig, &["version"]),
-        "zig is required for this test and is not installed \
-         (neither `{python} -m ziglang` nor `{zig}` works): {INSTALL}"
-    );
-}
-
-/// Runs `cargo zigbuild` with `args` for `--target ZIG_TARGET` in `dir`; returns the path of
-/// the cdylib named `crate_name` that cargo reports.
-fn zigbuild(dir: &Path, crate_name: &str, args: &[&str]) -> PathBuf {
-    require_zigbuild();
-    let mut all = vec!["zigbuild", "--release", "--target", ZIG_TARGET];
-    all.extend_from_slice(args);
-    support::cargo_cdylib(dir, crate_name, &all)
-}
-
-/// The library as `package.sh` builds it: release, the library alone, glibc 2.17. Built once.
-fn zig_library() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let lib = zigbuild(root(), "opi_openai", &["--lib", "--no-default-features"]);
-        assert!(
-            lib.starts_with(Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap())
-                && lib.ends_with(format!("{TRIPLE}/release/libopi_openai.so")),
-            "unexpected output path {}",
-            lib.display()
-        );
-        lib
-    })
-}
-
-/// What the dynamic section and the version references of an ELF file say (`objdump -p`):
-/// the libraries it needs, and each symbol version it requires, as "GLIBC_2.14".
-struct Needs {
-    libraries: Vec<String>,
-    versions: Vec<String>,
-}
-
-fn needs(lib: &Path) -> Needs {
-    let out = Command::new("objdump")
-        .arg("-p")
-        .arg(lib)
-        .output()
-        .unwrap_or_else(|e| panic!("objdump is required (apt-get install binutils): {e}"));
-    assert!(out.status.success(), "objdump -p {}", lib.display());
-    let dump = text(&out.stdout);
-    let libraries = dump
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("NEEDED"))
-        .map(|name| name.trim().to_string())
-        .collect();
-    // "Version References:\n  required from libc.so.6:\n    0x09691a75 0x00 02 GLIBC_2.2.5"
-    let versions = dump
-        .split("Version References:")
-        .nth(1)
-        .unwrap_or("")
-        .lines()
-        .filter(|l| l.trim_start().starts_with("0x"))
-        .filter_map(|l| l.split_whitespace().nth(3))
-        .map(str::to_string)
-        .collect();
-    Needs {
-        libraries,
-        versions,
+    if succeeds(&python, &["-m", "ziglang", "version"]) || succeeds(&zig, &["version"]) {
+        Ok(())
+    } else {
+        Err(format!(
+            "zig is not installed (neither `{python} -m ziglang` nor `{zig}` works): {INSTALL}"
+        ))
     }
 }
 
-/// "GLIBC_2.2.5" -> (2, 2); None for anything else (GLIBC_ABI_DT_RELR, GCC_3.0, ...).
-fn glibc_version(name: &str) -> Option<(u32, u32)> {
-    let mut parts = name.strip_prefix("GLIBC_")?.split('.');
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
-}
+impl Arch {
+    /// Runs `cargo zigbuild` with `args` for this architecture in `dir`; returns the path of
+    /// the cdylib named `crate_name` that cargo reports, or why it cannot be built here.
+    fn zigbuild(&self, dir: &Path, crate_name: &str, args: &[&str]) -> Result<PathBuf, String> {
+        zigbuild_ready()?;
+        support::have_rust_target(self.triple)?;
+        let mut all = vec!["zigbuild", "--release", "--target", self.zig_target];
+        all.extend_from_slice(args);
+        Ok(support::cargo_cdylib(dir, crate_name, &all))
+    }
 
-/// The newest glibc the library requires: the highest GLIBC_x.y it references.
-fn newest_glibc(needs: &Needs) -> (u32, u32) {
-    needs
-        .versions
-        .iter()
-        .filter_map(|v| glibc_version(v))
-        .max()
-        .expect("the library requires no GLIBC_ version at all: objdump -p was misread")
+    /// The library as `scripts/release.sh` builds it: release, the library alone, glibc 2.17.
+    /// Built once per test process.
+    fn library(&self) -> Result<&Path, String> {
+        self.lib
+            .get_or_init(|| {
+                let lib =
+                    self.zigbuild(root(), "opi_openai", &["--lib", "--no-default-features"])?;
+                assert!(
+                    lib.starts_with(Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap())
+                        && lib.ends_with(format!("{}/release/libopi_openai.so", self.triple)),
+                    "unexpected output path {}",
+                    lib.display()
+                );
+                Ok(lib)
+            })
+            .as_deref()
+            .map_err(Clone::clone)
+    }
+
+    /// `Ok(())` when gcc can build and link programs for this architecture.
+    fn c_ready(&self) -> Result<(), String> {
+        support::have_tool("gcc", "gcc")?;
+        if self.cflags.is_empty() {
+            return Ok(());
+        }
+        let dir = scratch(&format!("cc-probe-{}", self.triple));
+        std::fs::write(dir.join("probe.c"), "int main(void) { return 0; }\n").unwrap();
+        let out = Command::new("gcc")
+            .args(self.cflags)
+            .arg(dir.join("probe.c"))
+            .arg("-o")
+            .arg(dir.join("probe"))
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "gcc {} cannot link (Debian: gcc-multilib; scripts/test.sh installs it)",
+                self.cflags.join(" ")
+            ))
+        }
+    }
 }
 
 #[test]
@@ -165,54 +154,23 @@ fn version_names_are_read_as_glibc_releases() {
 }
 
 #[test]
-fn zigbuild_library_requires_nothing_newer_than_glibc_2_17() {
-    let needs = needs(zig_library());
-    let newest = newest_glibc(&needs);
-    assert!(
-        newest <= OLDEST_GLIBC,
-        "the library requires glibc {}.{}: {:?}",
-        newest.0,
-        newest.1,
-        needs.versions
-    );
-    for version in &needs.versions {
-        // Anything not GLIBC_x.y (GLIBC_ABI_DT_RELR needs 2.36; GLIBCXX_ would need libstdc++).
-        assert!(
-            glibc_version(version).is_some() || version.starts_with("GCC_"),
-            "the library requires {version}, which glibc 2.17 does not provide"
-        );
-    }
+fn x64_library_requires_nothing_newer_than_glibc_2_17() {
+    support::elf::assert_glibc_2_17(or_skip!(X64.library()));
 }
 
 #[test]
-fn zigbuild_library_needs_only_libraries_every_glibc_system_has() {
-    let needs = needs(zig_library());
-    assert!(
-        needs.libraries.iter().any(|l| l == "libc.so.6"),
-        "libc.so.6 is not among the needed libraries: objdump -p was misread: {:?}",
-        needs.libraries
-    );
-    for library in &needs.libraries {
-        assert!(
-            SYSTEM_LIBRARIES.contains(&library.as_str()),
-            "the library needs {library}, which an old 1C server may not have"
-        );
-    }
-    // And it still exports every entry point (a stripped or mislinked build would not).
-    let out = Command::new("objdump")
-        .arg("-T")
-        .arg(zig_library())
-        .output()
-        .expect("run objdump -T");
-    let symbols = text(&out.stdout);
-    for name in support::EXPORTS {
-        assert!(
-            symbols
-                .lines()
-                .any(|l| l.contains(" .text") && l.ends_with(&format!(" {name}"))),
-            "{name} is not exported"
-        );
-    }
+fn x86_library_requires_nothing_newer_than_glibc_2_17() {
+    support::elf::assert_glibc_2_17(or_skip!(X86.library()));
+}
+
+#[test]
+fn x64_library_needs_only_system_libraries_and_exports_every_entry_point() {
+    support::elf::assert_system_libraries_and_exports(or_skip!(X64.library()));
+}
+
+#[test]
+fn x86_library_needs_only_system_libraries_and_exports_every_entry_point() {
+    support::elf::assert_system_libraries_and_exports(or_skip!(X86.library()));
 }
 
 // ---- The library at work -------------------------------------------------------------------
@@ -236,22 +194,29 @@ fn compile(compiler: &str, flags: &[&str], sources: &[&Path], out: &Path, link: 
     );
 }
 
-/// A folder holding the zigbuild library as libopi_openai.so and `program` compiled from C
-/// and linked to it (rpath: the folder), so nothing else named libopi_openai.so is loaded.
-fn linked_program(name: &str, source: &Path) -> PathBuf {
-    let dir = scratch(name);
-    std::fs::copy(zig_library(), dir.join("libopi_openai.so")).unwrap();
-    let exe = dir.join(name);
-    let rpath = format!("-Wl,-rpath,{}", dir.display());
-    let libdir = format!("-L{}", dir.display());
-    compile(
-        "gcc",
-        &["-std=c11", "-Wall", "-Wextra", "-Werror", "-pthread"],
-        &[source],
-        &exe,
-        &[&libdir, &rpath, "-lopi_openai"],
-    );
-    exe
+impl Arch {
+    /// A folder holding the zigbuild library as libopi_openai.so and `program` compiled from
+    /// C for this architecture and linked to it (rpath: the folder), so nothing else named
+    /// libopi_openai.so is loaded. `Err`: why it cannot be built here.
+    fn linked_program(&self, name: &str, source: &Path) -> Result<PathBuf, String> {
+        let lib = self.library()?;
+        self.c_ready()?;
+        let dir = scratch(&format!("{name}-{}", self.triple));
+        std::fs::copy(lib, dir.join("libopi_openai.so")).unwrap();
+        let exe = dir.join(name);
+        let rpath = format!("-Wl,-rpath,{}", dir.display());
+        let libdir = format!("-L{}", dir.display());
+        let mut flags = self.cflags.to_vec();
+        flags.extend(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pthread"]);
+        compile(
+            "gcc",
+            &flags,
+            &[source],
+            &exe,
+            &[&libdir, &rpath, "-lopi_openai"],
+        );
+        Ok(exe)
+    }
 }
 
 fn run(exe: &Path, args: &[&str]) -> Output {
@@ -262,12 +227,12 @@ fn run(exe: &Path, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("run {}: {e}", exe.display()))
 }
 
-#[test]
-fn add_in_host_drives_the_zigbuild_library() {
+fn add_in_host_drives_the_library(arch: &Arch, host: &Path) {
+    let lib = or_skip!(arch.library());
     let server = support::addin::host_server();
-    let results = scratch("host").join("results");
+    let results = scratch(&format!("host-{}", arch.triple)).join("results");
     std::fs::create_dir_all(&results).unwrap();
-    let out = support::addin::run_host(zig_library(), &server, &results, &[]);
+    let out = support::addin::run_host_exe(host, lib, &server, &results, &[]);
     let stdout = text(&out.stdout);
     assert!(
         out.status.success(),
@@ -294,9 +259,19 @@ fn add_in_host_drives_the_zigbuild_library() {
 }
 
 #[test]
-fn get_images_example_works_against_the_zigbuild_library() {
+fn x64_add_in_host_drives_the_library() {
+    add_in_host_drives_the_library(&X64, support::addin::host());
+}
+
+#[test]
+fn x86_add_in_host_built_with_g_plus_plus_m32_drives_the_library() {
+    let host = or_skip!(support::addin::host32());
+    add_in_host_drives_the_library(&X86, host);
+}
+
+fn get_images_example_works(arch: &Arch) {
+    let exe = or_skip!(arch.linked_program("get_images", &root().join("examples/get_images.c")));
     let server = TestServer::start(images_handler());
-    let exe = linked_program("get_images", &root().join("examples/get_images.c"));
     let out = run(&exe, &[&server.url(), "dall-e-3", "Old glibc alpaca"]);
     let stdout = text(&out.stdout);
     assert!(
@@ -312,6 +287,43 @@ fn get_images_example_works_against_the_zigbuild_library() {
     let v = support::parse(stdout.lines().nth(1).expect("the result line"));
     assert_eq!(v["data"][0]["revised_prompt"], "Old glibc alpaca");
     assert_eq!(server.requests()[0].path, "/v1/images/generations");
+}
+
+#[test]
+fn x64_get_images_example_works() {
+    get_images_example_works(&X64);
+}
+
+#[test]
+fn x86_get_images_example_built_with_gcc_m32_works() {
+    get_images_example_works(&X86);
+}
+
+/// tests/c/capi_edges.c: NULL and invalid arguments, int64_t counts at their limits, freeing,
+/// threads; on x86, int64_t arguments travel as two stack words and size_t is 32 bits.
+fn c_abi_edge_cases_work(arch: &Arch) {
+    let exe = or_skip!(arch.linked_program("capi_edges", &root().join("tests/c/capi_edges.c")));
+    let server = TestServer::start(images_handler());
+    let out = run(&exe, &[&server.url()]);
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}: {stdout}\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert!(stdout.contains("ok   threads"), "{stdout}");
+}
+
+#[test]
+fn x64_c_abi_edge_cases_work() {
+    c_abi_edge_cases_work(&X64);
+}
+
+#[test]
+fn x86_c_abi_edge_cases_built_with_gcc_m32_work() {
+    c_abi_edge_cases_work(&X86);
 }
 
 /// A call over HTTPS: the TLS handshake and record encryption run ring's C and assembly,
@@ -330,14 +342,13 @@ int main(int argc, char **argv) {
 }
 "#;
 
-#[test]
-fn https_works_in_the_zigbuild_library() {
-    let server = TlsServer::start(images_handler());
-    let dir = scratch("https-src");
+fn https_works(arch: &Arch) {
+    let dir = scratch(&format!("https-src-{}", arch.triple));
     let source = dir.join("https.c");
     std::fs::write(&source, HTTPS_PROGRAM).unwrap();
+    let exe = or_skip!(arch.linked_program("https", &source));
+    let server = TlsServer::start(images_handler());
     let ca = server.ca.write_ca(&dir, "ca.pem");
-    let exe = linked_program("https", &source);
     let options = serde_json::json!({ "ca_file": ca.to_str().unwrap() }).to_string();
     let out = run(&exe, &[&server.url(), &options]);
     let stdout = text(&out.stdout);
@@ -351,6 +362,15 @@ fn https_works_in_the_zigbuild_library() {
     );
 }
 
+#[test]
+fn x64_https_works() {
+    https_works(&X64);
+}
+
+#[test]
+fn x86_https_works() {
+    https_works(&X86);
+}
 /// A cdylib whose exported function panics three frames down inside `catch_unwind`, built by
 /// the same toolchain (cargo-zigbuild, glibc 2.17 target, panic = "unwind"); and a C++ host
 /// that calls it, then throws and catches an exception of its own.
@@ -421,7 +441,7 @@ fn panics_unwind_and_are_caught_in_a_zig_linked_cdylib() {
     std::fs::write(dir.join("Cargo.toml"), PROBE_MANIFEST).unwrap();
     std::fs::write(dir.join("lib.rs"), PROBE_LIB).unwrap();
     std::fs::write(dir.join("host.cpp"), PROBE_HOST).unwrap();
-    let probe = zigbuild(&dir, "unwind_probe", &[]);
+    let probe = or_skip!(X64.zigbuild(&dir, "unwind_probe", &[]));
     let host = dir.join("host");
     compile(
         "g++",
@@ -440,92 +460,4 @@ fn panics_unwind_and_are_caught_in_a_zig_linked_cdylib() {
     assert_eq!(text(&out.stdout), "dropped=4 own=1\n");
     // The probe is linked as the library is: then it too needs no newer glibc.
     assert!(newest_glibc(&needs(&probe)) <= OLDEST_GLIBC);
-}
-
-// ---- Packaging -----------------------------------------------------------------------------
-
-/// Runs examples/1c/package.sh with `args` and `env`, the OPI_ADDIN_* variables otherwise
-/// cleared; returns (stdout, stderr, the zip's AddIn_x64_linux.so).
-fn package(name: &str, args: &[&str], env: &[(&str, &str)]) -> (String, String, Vec<u8>) {
-    support::require_tool("unzip");
-    let zip = scratch(name).join("OPI_OpenAI.zip");
-    let mut command = Command::new("bash");
-    support::as_from_a_shell(&mut command)
-        .arg(root().join("examples/1c/package.sh"))
-        .args(args)
-        .arg("--out")
-        .arg(&zip);
-    for var in [
-        "OPI_ADDIN_X64_LINUX",
-        "OPI_ADDIN_X86_LINUX",
-        "OPI_ADDIN_X64_WINDOWS",
-        "OPI_ADDIN_X86_WINDOWS",
-    ] {
-        command.env_remove(var);
-    }
-    command.envs(env.iter().copied());
-    let out = command.output().expect("run package.sh");
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert!(out.status.success(), "package.sh failed:\n{stdout}{stderr}");
-    let so = Command::new("unzip")
-        .arg("-p")
-        .arg(&zip)
-        .arg("AddIn_x64_linux.so")
-        .output()
-        .expect("run unzip");
-    assert!(so.status.success(), "no AddIn_x64_linux.so in the zip");
-    (stdout, stderr, so.stdout)
-}
-
-#[test]
-fn package_script_builds_and_zips_the_glibc_2_17_library() {
-    // The library is built first, so the script's own `cargo zigbuild` finds it up to date.
-    let lib = std::fs::read(zig_library()).unwrap();
-    let (stdout, stderr, zipped) = package("zip-default", &[], &[]);
-    assert!(
-        stdout.contains("AddIn_x64_linux.so needs glibc 2.17 or newer"),
-        "{stdout}"
-    );
-    assert!(
-        !stderr.contains("warning"),
-        "no warning for a 2.17 library: {stderr}"
-    );
-    assert!(
-        zipped == lib,
-        "the zipped AddIn_x64_linux.so is not the zigbuild library"
-    );
-}
-
-#[test]
-fn package_script_names_the_glibc_a_native_library_needs() {
-    // The library cargo test built natively, for this machine's glibc.
-    let native = support::cdylib();
-    let newest = newest_glibc(&needs(&native));
-    let newest = format!("{}.{}", newest.0, newest.1);
-    let (stdout, stderr, zipped) = package(
-        "zip-native",
-        &["--no-build"],
-        &[
-            ("OPI_ADDIN_X64_LINUX", native.to_str().unwrap()),
-            (
-                "CARGO_TARGET_DIR",
-                scratch("empty-target").to_str().unwrap(),
-            ),
-        ],
-    );
-    assert!(zipped == std::fs::read(&native).unwrap());
-    if glibc_version(&format!("GLIBC_{newest}")) > Some(OLDEST_GLIBC) {
-        assert!(
-            stderr.contains(&format!(
-                "warning: AddIn_x64_linux.so needs glibc {newest} or newer, not 2.17"
-            )),
-            "{stderr}"
-        );
-    } else {
-        // A build machine with glibc 2.17 itself: no warning is due.
-        assert!(
-            stdout.contains(&format!("AddIn_x64_linux.so needs glibc {newest} or newer")),
-            "{stdout}"
-        );
-    }
 }

@@ -62,9 +62,13 @@ struct tVariant {
     uint32_t cbElements;
     uint16_t vt;
 };
-#if defined(__linux__) && defined(__x86_64__)
+#if defined(__x86_64__)
 static_assert(sizeof(tVariant) == 64, "tVariant is 64 bytes on Linux x86_64");
 static_assert(offsetof(tVariant, vt) == 60, "vt is at 60 on Linux x86_64");
+#elif defined(__i386__)
+// g++ -m32: struct tm is 44 bytes and 8-byte members are 4-aligned (System V i386).
+static_assert(sizeof(tVariant) == 52, "tVariant is 52 bytes on Linux x86");
+static_assert(offsetof(tVariant, vt) == 48, "vt is at 48 on Linux x86");
 #endif
 
 class IMemoryManager {

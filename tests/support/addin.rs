@@ -73,52 +73,84 @@ pub fn run_tool(command: &mut Command, tool: &str, install: &str) -> Output {
 /// The host, compiled once per test process by g++ with warnings as errors.
 pub fn host() -> &'static Path {
     static HOST: OnceLock<PathBuf> = OnceLock::new();
-    HOST.get_or_init(|| {
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/addin_host/host.cpp");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("addin-host-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let exe = dir.join("addin_host");
-        let output = run_tool(
-            Command::new("g++")
-                .args([
-                    "-std=c++17",
-                    "-Wall",
-                    "-Wextra",
-                    "-Werror",
-                    "-g",
-                    "-O1",
-                    "-o",
-                ])
-                .arg(&exe)
-                .arg(&source)
-                .arg("-ldl"),
-            "g++",
-            "apt-get install g++",
-        );
-        assert!(
-            output.status.success(),
-            "g++ failed on {}:\n{}",
-            source.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        exe
-    })
+    HOST.get_or_init(|| compile_host(&[], "addin_host").expect("g++ failed"))
+}
+
+/// The host compiled by `g++ -m32`, for the 32-bit Linux library (once per test process); or
+/// why it cannot be built here (no g++-multilib).
+pub fn host32() -> Result<&'static Path, String> {
+    static HOST: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    HOST.get_or_init(|| compile_host(&["-m32"], "addin_host32"))
+        .as_deref()
+        .map_err(Clone::clone)
+}
+
+/// Compiles host.cpp with `flags`; a missing g++ fails the test, a failed 32-bit compile is
+/// an `Err` (the multilib packages are missing).
+fn compile_host(flags: &[&str], name: &str) -> Result<PathBuf, String> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/addin_host/host.cpp");
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("addin-host-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join(name);
+    let output = run_tool(
+        Command::new("g++")
+            .args(flags)
+            .args([
+                "-std=c++17",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-g",
+                "-O1",
+                "-o",
+            ])
+            .arg(&exe)
+            .arg(&source)
+            .arg("-ldl"),
+        "g++",
+        "apt-get install g++",
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() && !flags.is_empty() {
+        return Err(format!(
+            "g++ {} cannot build the host (Debian: g++-multilib; scripts/test.sh installs it): {}",
+            flags.join(" "),
+            stderr.lines().next().unwrap_or("")
+        ));
+    }
+    assert!(
+        output.status.success(),
+        "g++ failed on {}:\n{stderr}",
+        source.display()
+    );
+    Ok(exe)
 }
 
 /// Runs the host on `library` against `server`, writing each scenario's results to
 /// `out_dir`, optionally under a `wrapper` such as valgrind (which runs 100
 /// create/Init/Done/destroy cycles instead of 1000, for time).
 pub fn run_host(library: &Path, server: &TestServer, out_dir: &Path, wrapper: &[&str]) -> Output {
+    run_host_exe(host(), library, server, out_dir, wrapper)
+}
+
+/// [`run_host`] with a given host executable (such as [`host32`]'s).
+pub fn run_host_exe(
+    host: &Path,
+    library: &Path,
+    server: &TestServer,
+    out_dir: &Path,
+    wrapper: &[&str],
+) -> Output {
     let (program, mut args): (&str, Vec<String>) = match wrapper.split_first() {
         Some((first, rest)) => (
             first,
             rest.iter()
                 .map(|s| s.to_string())
-                .chain([host().display().to_string()])
+                .chain([host.display().to_string()])
                 .collect(),
         ),
-        None => (host().to_str().unwrap(), Vec::new()),
+        None => (host.to_str().unwrap(), Vec::new()),
     };
     args.extend([
         library.display().to_string(),

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod addin;
+pub mod elf;
 pub mod proxy;
 pub mod server;
 pub mod socks;
