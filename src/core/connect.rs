@@ -237,8 +237,9 @@ impl Conn {
         }
         let wanted = timeout.not_zero().map(|d| *d);
         if timeout_changed(self.write_timeout, wanted) {
-            self.stream.set_write_timeout(wanted)?;
-            self.write_timeout = wanted;
+            let set = padded(wanted);
+            self.stream.set_write_timeout(set)?;
+            self.write_timeout = set;
         }
         let pending = self.buffers.pending;
         self.buffers.pending = 0;
@@ -256,12 +257,20 @@ impl Conn {
 fn timeout_changed(current: Option<Duration>, wanted: Option<Duration>) -> bool {
     match (current, wanted) {
         (None, None) => false,
-        (Some(cur), Some(want)) => {
-            let slack = (want / 100).clamp(Duration::from_millis(1), Duration::from_millis(500));
-            cur < want || cur - want > slack
-        }
+        (Some(cur), Some(want)) => cur < want || cur - want > slack(want),
         _ => true,
     }
+}
+
+/// How much longer than wanted a socket timeout may be.
+fn slack(want: Duration) -> Duration {
+    (want / 100).clamp(Duration::from_millis(1), Duration::from_millis(500))
+}
+
+/// The value to set for `wanted`: half the slack above it, so that the next calls (whose
+/// time left is a little more or less) keep it.
+fn padded(wanted: Option<Duration>) -> Option<Duration> {
+    wanted.map(|w| w.saturating_add(slack(w) / 2))
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -293,8 +302,9 @@ impl Transport for Conn {
         }
         let wanted = timeout.not_zero().map(|d| *d);
         if timeout_changed(self.read_timeout, wanted) {
-            self.stream.set_read_timeout(wanted)?;
-            self.read_timeout = wanted;
+            let set = padded(wanted);
+            self.stream.set_read_timeout(set)?;
+            self.read_timeout = set;
         }
         let started = Instant::now();
         let input = self.buffers.input_append_buf();

@@ -407,7 +407,8 @@ fn exchange_with(
 ) -> Result<Response, Fail> {
     let idempotent = body.is_none();
     let started = Instant::now();
-    let origin = url::Url::parse(url).ok().map(|u| u.origin());
+    // Parsed at the first redirect only: most calls have none.
+    let mut origin = None;
     let mut current = url.to_string();
     let mut hop_agent = None;
     let mut same_origin = true;
@@ -466,6 +467,7 @@ fn exchange_with(
             )
             .into());
         }
+        let origin = origin.get_or_insert_with(|| url::Url::parse(url).ok().map(|u| u.origin()));
         same_origin &= origin.as_ref() == Some(&next.origin());
         if matches!(resp.status, 301..=303) {
             body = None;
