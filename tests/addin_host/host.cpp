@@ -1020,6 +1020,17 @@ static void hostile(const Context& ctx, CountingMemory& memory, TestHost& host, 
     }
     check(calls > 200 && clean == calls, "every parameter of every method with every wrong type is refused naming "
           "the parameter (%d of %d calls)", clean, calls);
+    // The Options property with every wrong type: refused through AddError, left as it was.
+    int refused = 0;
+    for (uint16_t vt : not_text) {
+        Params p(memory);
+        if (vt == VTYPE_BLOB) p.blob("{}");
+        else p.raw(typed(vt));
+        size_t errors = host.errors.size();
+        if (!set_options(c, p) && host.errors.size() == errors + 1 && contains(host.last_error(), "Options")) refused++;
+    }
+    check(refused == int(not_text.size()) && get_options(memory, c).empty(),
+          "Options refuses every wrong type, naming itself (%d of %zu)", refused, not_text.size());
 
     // 10 MB strings: clean answers, never a crash.
     const std::string ten_mb(10u << 20, 'a');
