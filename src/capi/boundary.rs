@@ -81,6 +81,10 @@ const SHARDS: usize = 16;
 
 /// Drops the maps of [`LIVE`] (run when the library is unloaded: a string still held by the
 /// host then can no longer be freed through us anyway).
+#[cfg_attr(
+    not(any(target_os = "linux", target_os = "android", target_os = "freebsd")),
+    allow(dead_code)
+)]
 pub(crate) fn release() {
     for shard in &LIVE.shards {
         let map = shard.lock().unwrap_or_else(|e| e.into_inner()).take();

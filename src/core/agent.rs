@@ -238,6 +238,10 @@ static DEFAULT: Mutex<Option<ureq::Agent>> = Mutex::new(None);
 static AGENTS: Mutex<Option<HashMap<AgentKey, ureq::Agent>>> = Mutex::new(None);
 
 /// Drops the cached agents (their idle connections, buffers and name caches).
+#[cfg_attr(
+    not(any(target_os = "linux", target_os = "android", target_os = "freebsd")),
+    allow(dead_code)
+)]
 pub(crate) fn release() {
     let default = DEFAULT.lock().unwrap_or_else(|e| e.into_inner()).take();
     let agents = AGENTS.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -37,6 +37,7 @@ use ureq::unversioned::transport::{
 /// Cached name lookups live this long.
 const DNS_TTL: Duration = Duration::from_secs(30);
 /// RFC 8305's "Connection Attempt Delay".
+#[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
 const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 /// Held request bytes are sent once they reach this much (or at the first read).
 const FLUSH_AT: usize = 64 * 1024;
@@ -84,6 +85,10 @@ pub fn resolve_for_tests(host: &str, addrs: &[SocketAddr]) -> bool {
 }
 
 /// Frees process-wide state of this module (the test hook's map).
+#[cfg_attr(
+    not(any(target_os = "linux", target_os = "android", target_os = "freebsd")),
+    allow(dead_code)
+)]
 pub(super) fn release() {
     let taken = TEST_HOSTS.lock().unwrap_or_else(|e| e.into_inner()).take();
     drop(taken);

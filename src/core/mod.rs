@@ -253,6 +253,10 @@ fn call(
 /// Frees the process-wide state (cached agents with their pooled connections and name caches,
 /// the test resolver's map). Run when the library is unloaded (see `unload` in lib.rs); a
 /// later call simply builds what it needs again.
+#[cfg_attr(
+    not(any(target_os = "linux", target_os = "android", target_os = "freebsd")),
+    allow(dead_code)
+)]
 pub(crate) fn release_process_state() {
     agent::release();
     connect::release();
