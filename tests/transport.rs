@@ -431,3 +431,30 @@ fn framing_and_hop_by_hop_headers_are_refused_before_sending() {
         Some("keep-alive")
     );
 }
+
+/// Through a SOCKS5 or an HTTP CONNECT proxy too: the sockets those connectors open are
+/// registered with the call's token.
+#[test]
+fn cancel_ends_a_blocked_call_through_socks5_and_connect_proxies() {
+    let server = TestServer::start(|_, _| Action::Hang(Duration::from_secs(30)));
+    let socks = support::socks::Socks5Proxy::start(None);
+    let connect = support::proxy::ConnectProxy::start(None);
+    for proxy in [socks.url("socks5"), connect.url()] {
+        let token = Cancel::new();
+        let canceller = token.clone();
+        let started = Instant::now();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            canceller.cancel();
+        });
+        let options = serde_json::json!({"proxy": proxy, "timeout": 20}).to_string();
+        let result = token.scope(|| call_with(&server.url(), "", &options));
+        t.join().unwrap();
+        assert_eq!(
+            error_code(&result).as_deref(),
+            Some("cancelled"),
+            "{proxy}: {result}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(1), "{proxy}");
+    }
+}
