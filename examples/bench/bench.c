@@ -33,7 +33,9 @@
  *          opi_openai_get_images_batch call of T x M descriptions with option parallel T.
  * Peak RSS is reported as the child's peak over the body (x_body) and as its growth from
  * before the calls (rss_growth: what the calls added, without the loaded libraries).
- * Common: --rounds R (median of R rounds, with the range), --ca FILE (HTTPS), --key NAME.
+ * Common: --rounds R (median of R rounds, with the range), --ca FILE (HTTPS), --key NAME,
+ *   --ours-system (ours without the ca_file option: it trusts the system store, which
+ *   SSL_CERT_FILE must then make hold the test CA; libcurl gets the same file as --ca).
  *
  * Output: a line per figure for people, and RESULT lines for run.sh:
  *   RESULT key ours=X libcurl=Y unit=U ratio=R ours_range=a..b libcurl_range=a..b
@@ -482,6 +484,7 @@ static struct child_result spawn_child(enum side side, const char *what, int cal
     argv[n++] = ref_path;
     if (ca) { argv[n++] = "--ca"; argv[n++] = ca; }
     if (dir) { argv[n++] = "--dir"; argv[n++] = dir; }
+    if (ca && !options[0]) argv[n++] = "--ours-system";
     argv[n] = NULL;
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
@@ -662,7 +665,11 @@ int main(int argc, char **argv) {
         return 2;
     }
     snprintf(url, sizeof url, "%sv1/images/generations", base);
-    if (ca) snprintf(options, sizeof options, "{\"ca_file\":\"%s\"}", ca);
+    /* --ours-system: ours trusts the system store (SSL_CERT_FILE names a bundle with the test
+     * CA), libcurl the same bundle through --ca: both load every system root. */
+    int ours_system = 0;
+    for (int i = 3; i < argc; i++) ours_system |= strcmp(argv[i], "--ours-system") == 0;
+    if (ca && !ours_system) snprintf(options, sizeof options, "{\"ca_file\":\"%s\"}", ca);
     ref_load(ref_path);
 
     if (strcmp(mode, "child") == 0) {

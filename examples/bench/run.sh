@@ -195,8 +195,14 @@ bench big "${NGXS}big/" --ref "$RUN/big.json" --key nginx_https --ca "$CA" --cal
 say "== $BIG_MB MiB with save_dir ($SAVE_DIR, tmpfs when /dev/shm exists) + drop_b64, ours"
 bench save "${NGX}big/" --ref "$RUN/big.json" --key nginx_http --calls "$SAVE_CALLS" --dir "$SAVE_DIR"
 rm -rf "$SAVE_DIR"
-say "== first call in a fresh process, HTTPS (ms)"
+say "== first call in a fresh process, HTTPS (ms): trusting the test CA file (our ca_file adds it to the system roots); then the system store plus the test CA for both"
 bench first "$NGXS" --ref "$RUN/small.json" --key nginx_https --ca "$CA"
+SYSTEM_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+if [[ -f "$SYSTEM_BUNDLE" ]]; then
+    cat "$SYSTEM_BUNDLE" "$CA" >"$RUN/tls/system-and-test.crt"
+    SSL_CERT_FILE="$RUN/tls/system-and-test.crt" bench first "$NGXS" --ref "$RUN/small.json" \
+        --key nginx_https_system --ca "$RUN/tls/system-and-test.crt" --ours-system
+fi
 say "== $THREADS threads x 25 calls, 50 ms server time (time / ideal)"
 bench slow "${LOCAL}slow/" --ref "$RUN/small.json" --key local_slow_t$THREADS --threads "$THREADS" \
     --per-thread 25 --delay-ms 50

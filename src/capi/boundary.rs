@@ -49,6 +49,8 @@ pub(crate) unsafe fn required_str<'a>(
 pub(crate) fn into_c_string(text: String) -> *mut c_char {
     debug_assert!(!text.as_bytes().contains(&0), "a result held a NUL byte");
     let mut bytes = std::mem::ManuallyDrop::new(text.into_bytes());
+    // One byte more, not double (a body read to its exact size has no spare capacity).
+    bytes.reserve_exact(1);
     bytes.push(0);
     let ptr = bytes.as_mut_ptr();
     LIVE.shard(ptr as usize)
