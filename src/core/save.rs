@@ -143,17 +143,11 @@ struct Item<'a> {
 
 /// Where an item's image comes from, as offsets into the answer's text.
 enum Source {
-    /// A `b64_json` string without escapes: its content, and its whole member
+    /// A `b64_json` string: its content as written (JSON escapes such as `\/` or `\n`, rare,
+    /// are only looked for when it does not decode as it stands), and its whole member
     /// (`"b64_json":"..."`) when that could be found, to be cut out with `drop_b64`.
     Base64 {
         content: Range<usize>,
-        member: Option<Range<usize>>,
-    },
-    /// A `b64_json` string with escapes (`\/`, `\n`), unescaped (rare, so copied), and its
-    /// member as for `Base64`.
-    Escaped {
-        text: String,
-        end: usize,
         member: Option<Range<usize>>,
     },
     /// A `url` string.
@@ -169,7 +163,7 @@ impl Source {
     fn end(&self) -> usize {
         match self {
             Source::Base64 { content, .. } => content.end + 1,
-            Source::Escaped { end, .. } | Source::Url { end, .. } => *end,
+            Source::Url { end, .. } => *end,
             Source::None => 0,
         }
     }
@@ -185,12 +179,6 @@ impl Source {
             let end = start + raw.get().len();
             let content = start + 1..end - 1;
             let member = member_start(json.as_bytes(), start).map(|m| m..end);
-            if json[content.clone()].contains('\\') {
-                return match serde_json::from_str::<String>(raw.get()) {
-                    Ok(text) => Source::Escaped { text, end, member },
-                    Err(_) => Source::None,
-                };
-            }
             return Source::Base64 { content, member };
         }
         match item
@@ -297,16 +285,15 @@ fn save_source(
         Source::None => return Ok(None),
         Source::Base64 { content, member } => {
             let end = content.end + 1;
-            let form = member
-                .is_some()
+            let form = (options.drop_b64 && member.is_some())
                 .then(|| in_place_form(&json[content.clone()]))
                 .flatten();
-            match form.filter(|_| options.drop_b64) {
+            match form {
                 // Decoded into its own place (it is cut out of the result), after a check
                 // that it will decode: a failed item keeps its data.
                 Some(form) => {
                     let region = &mut json[content.clone()];
-                    let n = decode_in_place(region).map_err(invalid)?;
+                    let n = form.decode_inplace(region).map_err(invalid)?.len();
                     match write(&region[..n]) {
                         Ok(path) => Edit::file(cut(member, end), &path),
                         Err(err) => {
@@ -319,14 +306,19 @@ fn save_source(
                     }
                 }
                 None => {
-                    let bytes = decode(&json[content.clone()]).map_err(invalid)?;
-                    Edit::file(cut(member, end), &write(&bytes)?)
+                    let raw = &json[content.clone()];
+                    let bytes = decode(raw).or_else(|e| {
+                        // JSON escapes in the string: decode its unescaped text.
+                        if !raw.contains(&b'\\') {
+                            return Err(e);
+                        }
+                        let quoted = &json[content.start - 1..end];
+                        serde_json::from_slice::<String>(quoted)
+                            .map_or(Err(e), |text| decode(text.as_bytes()))
+                    });
+                    Edit::file(cut(member, end), &write(&bytes.map_err(invalid)?)?)
                 }
             }
-        }
-        Source::Escaped { text, end, member } => {
-            let bytes = decode(text.as_bytes()).map_err(invalid)?;
-            Edit::file(cut(member, end), &write(&bytes)?)
         }
         Source::Url { url, end } => {
             let bytes = match url.strip_prefix("data:") {
@@ -522,12 +514,6 @@ fn decode(b64: &[u8]) -> Result<Vec<u8>, base64_simd::Error> {
     base64_simd::forgiving_decode_to_vec(b64)
 }
 
-/// As [`decode`], into `buf` itself (the output is shorter than the input): returns the
-/// decoded length, the bytes being at the start of `buf`.
-fn decode_in_place(buf: &mut [u8]) -> Result<usize, base64_simd::Error> {
-    base64_simd::forgiving_decode_inplace(buf).map(|bytes| bytes.len())
-}
-
 /// `image/png;base64,AAAA` (what follows `data:`); only base64 data URLs carry images.
 fn decode_data_url(rest: &str) -> Option<Vec<u8>> {
     let (meta, data) = rest.split_once(',')?;
@@ -660,7 +646,7 @@ mod tests {
     }
 
     #[test]
-    fn decoding_in_place_gives_what_decoding_gives() {
+    fn checked_base64_decodes_in_place_and_encodes_back() {
         use base64::Engine;
         let standard = base64::engine::general_purpose::STANDARD;
         for len in [0, 1, 2, 3, 100, 1000, 200_000] {
@@ -668,19 +654,22 @@ mod tests {
             let b64 = standard.encode(&bytes);
             for text in [b64.clone(), b64.trim_end_matches('=').to_string()] {
                 let mut buf = text.clone().into_bytes();
-                let n = decode_in_place(&mut buf).unwrap();
-                assert_eq!(&buf[..n], &bytes[..], "len {len}");
+                let form = in_place_form(&buf).expect("canonical base64");
+                let decoded = form.decode_inplace(&mut buf).unwrap();
+                assert_eq!(decoded, &bytes[..], "len {len}");
+                let back = form.encode_to_string(&bytes).into_bytes();
+                assert_eq!(back, text.as_bytes(), "encoding gives the text back");
                 assert_eq!(decode(text.as_bytes()).unwrap(), bytes);
             }
         }
         // Padding only at the end; nothing outside the alphabet.
         let mut bad = standard.encode(vec![1u8; 3000]).into_bytes();
         bad[1001] = b'*';
-        assert!(decode_in_place(&mut bad.clone()).is_err());
+        assert!(in_place_form(&bad).is_none());
         assert!(decode(&bad).is_err());
         bad[1001] = b'A';
         bad[1003] = b'=';
-        assert!(decode_in_place(&mut bad.clone()).is_err());
+        assert!(in_place_form(&bad).is_none());
         assert!(decode(&bad).is_err());
     }
 
