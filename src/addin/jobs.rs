@@ -27,6 +27,49 @@ pub(crate) const EVENT_SOURCE: &str = "OPI_OpenAI";
 /// (1C's default depth is small; events beyond it are lost).
 pub(crate) const EVENT_BUFFER_DEPTH: i32 = 256;
 
+/// At most this many jobs of one object call the server at once; later ones wait (still
+/// cancellable) for a slot. The batch's `parallel` has the same upper bound.
+pub(crate) const MAX_RUNNING: usize = 16;
+
+/// The running-call slots of one object, shared with its workers.
+#[derive(Default)]
+struct Slots {
+    running: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// A taken slot, given back when dropped.
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    /// Waits for a free slot; `None` when `cancel` is cancelled first.
+    fn acquire<'a>(&'a self, cancel: &Cancel) -> Option<Slot<'a>> {
+        let mut running = lock(&self.running);
+        loop {
+            if cancel.is_cancelled() {
+                return None;
+            }
+            if *running < MAX_RUNNING {
+                break;
+            }
+            running = self
+                .freed
+                .wait_timeout(running, Duration::from_millis(20))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        *running += 1;
+        Some(Slot(self))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.running) -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
 /// Job ids are unique in the process (events from two component objects share one handler).
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -94,6 +137,8 @@ pub(crate) struct Jobs {
     retired: Mutex<Vec<JoinHandle<()>>>,
     /// The gate shared with the workers (created with the first job).
     sink: Mutex<Option<EventSink>>,
+    /// Limits the calls running at once to [`MAX_RUNNING`].
+    slots: Arc<Slots>,
     /// The component's temporary folder for streamed images when no `save_dir` is set
     /// (named on first use, created by the call that writes to it, removed at shutdown).
     temp_dir: Mutex<Option<PathBuf>>,
@@ -145,9 +190,10 @@ impl Jobs {
         });
         let worker_job = Arc::clone(&job);
         let worker_id = id.clone();
+        let slots = Arc::clone(&self.slots);
         let thread = std::thread::Builder::new()
             .name(format!("opi_openai job {id}"))
-            .spawn(move || run_job(&worker_id, &worker_job, &sink, work))?;
+            .spawn(move || run_job(&worker_id, &worker_job, &sink, &slots, work))?;
         lock(&self.jobs).insert(
             id.clone(),
             Entry {
@@ -270,10 +316,13 @@ impl Drop for Jobs {
 
 /// A worker's life: run the call inside the job's cancel scope and the panic boundary, store
 /// the result, then send `done` (a result without an `error` key) or `failed`.
-fn run_job(id: &str, job: &Job, sink: &EventSink, work: Work) {
+fn run_job(id: &str, job: &Job, sink: &EventSink, slots: &Slots, work: Work) {
     let result = crate::boundary::catch(
         |e| e.to_result_json(),
         || {
+            let Some(_slot) = slots.acquire(&job.cancel) else {
+                return crate::Error::Cancelled.to_result_json();
+            };
             job.cancel.scope(|| {
                 crate::boundary::panic_probe("job");
                 work(id, sink)
@@ -356,6 +405,43 @@ mod tests {
         assert_eq!(jobs.cancel(&id), Ok(false));
         assert!(jobs.take_result(&id).unwrap().contains("cancelled"));
         jobs.shutdown();
+    }
+
+    #[test]
+    fn at_most_max_running_jobs_call_at_once_and_waiting_ones_cancel() {
+        use std::sync::atomic::AtomicUsize;
+        let jobs = Jobs::default();
+        let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let ids: Vec<String> = (0..MAX_RUNNING + 3)
+            .map(|_| {
+                let (now, peak) = (Arc::clone(&now), Arc::clone(&peak));
+                let work: Work = Box::new(move |_, _| {
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(n, Ordering::SeqCst);
+                    let cancel = Cancel::current().expect("in the job's scope");
+                    while !cancel.is_cancelled() {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    crate::Error::Cancelled.to_result_json()
+                });
+                jobs.start(None, work).unwrap()
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while now.load(Ordering::SeqCst) < MAX_RUNNING && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(now.load(Ordering::SeqCst), MAX_RUNNING);
+        // A waiting job ends as soon as it is cancelled, without ever running.
+        let last = ids.last().unwrap();
+        assert_eq!(jobs.cancel(last), Ok(true));
+        assert_eq!(jobs.wait(last, Duration::from_secs(5)), Ok(true));
+        assert!(jobs.take_result(last).unwrap().contains("cancelled"));
+        jobs.shutdown();
+        assert_eq!(peak.load(Ordering::SeqCst), MAX_RUNNING);
+        assert_eq!(now.load(Ordering::SeqCst), 0);
     }
 
     #[test]
