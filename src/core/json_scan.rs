@@ -135,19 +135,23 @@ struct Scanner<'a> {
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 
-/// Whether some byte of `w` is zero.
+/// High bit set in each byte of `w` that is zero; the lowest set bit is exact (borrows only
+/// disturb the bytes above the first zero).
 #[inline]
-fn has_zero(w: u64) -> bool {
-    w.wrapping_sub(LO) & !w & HI != 0
+fn zero_mask(w: u64) -> u64 {
+    w.wrapping_sub(LO) & !w & HI
 }
 
-/// Whether some byte of `w` needs a look in a string: `"`, `\`, a control character, or a
-/// byte of a multi-byte UTF-8 sequence.
+/// As [`zero_mask`], for the bytes that need a look in a string: `"`, `\\`, a control
+/// character, or a byte of a multi-byte UTF-8 sequence.
 #[inline]
-fn has_special(w: u64) -> bool {
+fn special_mask(w: u64) -> u64 {
     // A byte below 0x20: (b - 0x20) borrows into its high bit and b's high bit is clear.
-    let control = w.wrapping_sub(LO * 0x20) & !w & HI != 0;
-    control || w & HI != 0 || has_zero(w ^ (LO * b'"' as u64)) || has_zero(w ^ (LO * b'\\' as u64))
+    let control = w.wrapping_sub(LO * 0x20) & !w & HI;
+    control
+        | (w & HI)
+        | zero_mask(w ^ (LO * u64::from(b'"')))
+        | zero_mask(w ^ (LO * u64::from(b'\\')))
 }
 
 impl<'a> Scanner<'a> {
@@ -335,11 +339,18 @@ impl<'a> Scanner<'a> {
         let first = self.tok.first().copied().unwrap_or(b'"');
         let mut state = 0usize;
         loop {
-            // Fast path: whole words of plain ASCII with no chance of starting a match.
+            // Fast path: whole words of plain ASCII with no chance of starting a match, then
+            // straight to the first byte that needs a look.
             if state == 0 {
+                let first_mask = if scrub { LO * u64::from(first) } else { 0 };
                 while let Some(chunk) = self.b.get(self.i..self.i + 8) {
                     let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-                    if has_special(w) || scrub && has_zero(w ^ (LO * u64::from(first))) {
+                    let mut mask = special_mask(w);
+                    if scrub {
+                        mask |= zero_mask(w ^ first_mask);
+                    }
+                    if mask != 0 {
+                        self.i += (mask.trailing_zeros() / 8) as usize;
                         break;
                     }
                     self.i += 8;
@@ -365,7 +376,9 @@ impl<'a> Scanner<'a> {
                     u32::from(c)
                 }
             };
-            if scrub {
+            // A unit that neither continues a partial match nor starts one is never part of a
+            // match: it is not recorded (a match's units stay consecutive in the ring).
+            if scrub && (state > 0 || unit == u32::from(first)) {
                 state = self.step(state, unit, start);
             }
         }
@@ -385,7 +398,8 @@ impl<'a> Scanner<'a> {
         }
         if state == m {
             // The match's first unit was recorded m units ago (all of its units went through
-            // here: the fast path runs only between matches).
+            // here: the fast path and the skip in `string` pass only units at state 0 that
+            // are not the token's first character).
             let from = self.ring[(self.units - m) % m];
             self.hits.push(from..self.i);
             state = 0;
