@@ -160,6 +160,8 @@ impl Host {
         // SAFETY: `this` is the live host; GetEventBufferDepth is the sixth slot after the
         // destructor(s), as declared.
         let depth = unsafe { ((*(*this).vtbl).get_event_buffer_depth)(this) };
+        // `c_long` is 64-bit on Linux x86_64 and 32-bit on Windows (no conversion there).
+        #[allow(clippy::useless_conversion)]
         i32::try_from(depth).unwrap_or(i32::MAX)
     }
 

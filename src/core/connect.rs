@@ -10,8 +10,8 @@
 //!   is dropped from the cache.
 //! - [`HappyConnector`]: RFC 8305 connection attempts: the next address starts 250 ms after
 //!   the previous one unless it connected, the first to connect wins, the others are closed.
-//!   Non-blocking sockets and `poll` on the calling thread (Linux); elsewhere one address
-//!   after the other.
+//!   Non-blocking sockets (socket2) waited on with `poll` (Unix) or `select` (Windows) on the
+//!   calling thread, on every system.
 //! - [`Conn`]: the socket transport: the request head and body leave in one send (writes are
 //!   held until the first read), socket timeouts are set only when they change, and the
 //!   pool's liveness probe is one non-blocking peek.
@@ -37,7 +37,6 @@ use ureq::unversioned::transport::{
 /// Cached name lookups live this long.
 const DNS_TTL: Duration = Duration::from_secs(30);
 /// RFC 8305's "Connection Attempt Delay".
-#[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
 const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 /// Held request bytes are sent once they reach this much (or at the first read).
 const FLUSH_AT: usize = 64 * 1024;
@@ -545,114 +544,40 @@ fn cancelled_error() -> io::Error {
     io::Error::new(io::ErrorKind::Interrupted, "the call was cancelled")
 }
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
+/// Non-blocking connection attempts with socket2 (the same code on every system); only the
+/// wait differs: `poll` on Unix, `select` on Windows.
 mod imp {
     use super::{cancelled_error, Cancel, ATTEMPT_DELAY};
+    use socket2::{Domain, Protocol, Socket, Type};
     use std::io;
     use std::net::{SocketAddr, TcpStream};
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::time::{Duration, Instant};
 
-    /// One connection attempt in flight.
-    struct Attempt {
-        fd: OwnedFd,
+    /// Starts a non-blocking connect to `addr`; a connect that completes at once is returned
+    /// as in progress too (the wait sees it writable).
+    fn start(addr: &SocketAddr) -> io::Result<Socket> {
+        // socket2 opens it close-on-exec (Unix) / not inherited (Windows).
+        let socket = Socket::new(
+            Domain::for_address(*addr),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        socket.set_nonblocking(true)?;
+        match socket.connect(&(*addr).into()) {
+            Ok(()) => Ok(socket),
+            Err(e) if in_progress(&e) => Ok(socket),
+            Err(e) => Err(e),
+        }
     }
 
-    /// Starts a non-blocking connect to `addr`: `Ok(Some)` in progress, `Ok(None)` is not
-    /// possible (connected at once is returned as in progress and seen by poll).
-    fn start(addr: &SocketAddr) -> io::Result<Attempt> {
-        let family = if addr.is_ipv6() {
-            libc::AF_INET6
-        } else {
-            libc::AF_INET
-        };
-        // SAFETY: plain socket(2); the result is checked.
-        let raw = unsafe {
-            libc::socket(
-                family,
-                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a new descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let (storage, len) = sockaddr(addr);
-        // SAFETY: `storage` holds a sockaddr of `len` bytes for this family.
-        let rc = unsafe {
-            libc::connect(
-                fd.as_raw_fd(),
-                (&storage as *const libc::sockaddr_storage).cast(),
-                len,
-            )
-        };
-        if rc == 0 {
-            return Ok(Attempt { fd });
-        }
-        let e = io::Error::last_os_error();
+    /// Whether a non-blocking connect's error only says it goes on in the background.
+    fn in_progress(e: &io::Error) -> bool {
+        #[cfg(unix)]
         if e.raw_os_error() == Some(libc::EINPROGRESS) {
-            Ok(Attempt { fd })
-        } else {
-            Err(e)
+            return true;
         }
-    }
-
-    fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-        // SAFETY: all-zero is a valid sockaddr_storage.
-        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        match addr {
-            SocketAddr::V4(a) => {
-                // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
-                let sin = unsafe {
-                    &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
-                };
-                sin.sin_family = libc::AF_INET as libc::sa_family_t;
-                sin.sin_port = a.port().to_be();
-                sin.sin_addr = libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                };
-                (storage, std::mem::size_of::<libc::sockaddr_in>() as _)
-            }
-            SocketAddr::V6(a) => {
-                // SAFETY: as above, for sockaddr_in6.
-                let sin6 = unsafe {
-                    &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-                };
-                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                sin6.sin6_port = a.port().to_be();
-                sin6.sin6_addr = libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                };
-                sin6.sin6_flowinfo = a.flowinfo();
-                sin6.sin6_scope_id = a.scope_id();
-                (storage, std::mem::size_of::<libc::sockaddr_in6>() as _)
-            }
-        }
-    }
-
-    /// The socket's pending error (0: connected).
-    fn socket_error(fd: &OwnedFd) -> i32 {
-        let mut err: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: valid descriptor, an int-sized out buffer.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                (&mut err as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        if rc < 0 {
-            io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO)
-        } else {
-            err
-        }
+        // WSAEWOULDBLOCK on Windows.
+        e.kind() == io::ErrorKind::WouldBlock
     }
 
     pub(super) fn connect_any(
@@ -661,9 +586,9 @@ mod imp {
     ) -> io::Result<TcpStream> {
         let mut next = 0;
         let mut next_at = Instant::now();
-        let mut live: Vec<Attempt> = Vec::with_capacity(2);
+        let mut live: Vec<Socket> = Vec::with_capacity(2);
         let mut last_err: Option<io::Error> = None;
-        let mut polls: Vec<libc::pollfd> = Vec::with_capacity(2);
+        let mut ready: Vec<bool> = Vec::with_capacity(2);
         loop {
             if Cancel::current_cancelled() {
                 return Err(cancelled_error());
@@ -701,38 +626,25 @@ mod imp {
             if Cancel::with_current(|c| c.is_some()) {
                 wait = wait.min(Duration::from_millis(50));
             }
-            polls.clear();
-            polls.extend(live.iter().map(|a| libc::pollfd {
-                fd: a.fd.as_raw_fd(),
-                events: libc::POLLOUT,
-                revents: 0,
-            }));
-            let ms = wait.as_millis().min(i32::MAX as u128) as i32;
-            let ms = if ms == 0 && !wait.is_zero() { 1 } else { ms };
-            // SAFETY: `polls` holds `polls.len()` initialised entries.
-            let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, ms) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
+            match wait_writable(&live, wait, &mut ready) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             }
             // Collect the finished attempts (back to front, so removals keep indices).
-            for i in (0..polls.len()).rev() {
-                if polls[i].revents == 0 {
+            for i in (0..live.len()).rev() {
+                if !ready[i] {
                     continue;
                 }
                 let attempt = live.remove(i);
-                match socket_error(&attempt.fd) {
-                    0 => {
+                match attempt.take_error() {
+                    Ok(None) => {
                         // The winner; the others close when `live` drops.
-                        let stream = TcpStream::from(attempt.fd);
-                        stream.set_nonblocking(false)?;
-                        return Ok(stream);
+                        attempt.set_nonblocking(false)?;
+                        return Ok(attempt.into());
                     }
-                    err => {
-                        last_err = Some(io::Error::from_raw_os_error(err));
+                    Ok(Some(e)) | Err(e) => {
+                        last_err = Some(e);
                         // The next address need not wait for its turn.
                         next_at = Instant::now();
                     }
@@ -740,46 +652,84 @@ mod imp {
             }
         }
     }
-}
 
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-mod imp {
-    use super::{cancelled_error, Cancel};
-    use std::io;
-    use std::net::{SocketAddr, TcpStream};
-    use std::time::{Duration, Instant};
-
-    /// One address after the other, each given an equal share of the time left (no
-    /// non-blocking connect in std to race them).
-    pub(super) fn connect_any(
-        order: &[SocketAddr],
-        deadline: Option<Instant>,
-    ) -> io::Result<TcpStream> {
-        let mut last_err = None;
-        for (i, addr) in order.iter().enumerate() {
-            if Cancel::current_cancelled() {
-                return Err(cancelled_error());
-            }
-            let left = order.len() - i;
-            let result = match deadline {
-                Some(d) => {
-                    let rest = d.saturating_duration_since(Instant::now());
-                    if rest.is_zero() {
-                        return Err(io::ErrorKind::TimedOut.into());
-                    }
-                    TcpStream::connect_timeout(
-                        addr,
-                        (rest / left as u32).max(Duration::from_millis(10)),
-                    )
-                }
-                None => TcpStream::connect(addr),
-            };
-            match result {
-                Ok(s) => return Ok(s),
-                Err(e) => last_err = Some(e),
-            }
+    /// The wait in whole milliseconds, at least 1 when not zero.
+    fn millis(wait: Duration) -> i32 {
+        let ms = wait.as_millis().min(i32::MAX as u128) as i32;
+        if ms == 0 && !wait.is_zero() {
+            1
+        } else {
+            ms
         }
-        Err(last_err.unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into()))
+    }
+
+    /// Waits up to `wait` until some of `live` finished connecting (or failed to); sets
+    /// `ready[i]` for those.
+    #[cfg(unix)]
+    fn wait_writable(live: &[Socket], wait: Duration, ready: &mut Vec<bool>) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut polls: Vec<libc::pollfd> = live
+            .iter()
+            .map(|s| libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `polls` holds `polls.len()` initialised entries.
+        let n = unsafe {
+            libc::poll(
+                polls.as_mut_ptr(),
+                polls.len() as libc::nfds_t,
+                millis(wait),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        ready.clear();
+        ready.extend(polls.iter().map(|p| p.revents != 0));
+        Ok(())
+    }
+
+    /// Windows: `select` with the write set (connected) and the except set (failed), as
+    /// Microsoft documents for non-blocking connects. Not WSAPoll: before Windows 10 2004 it
+    /// does not report a failed connect at all, so a refused address would wait for the
+    /// timeout.
+    #[cfg(windows)]
+    fn wait_writable(live: &[Socket], wait: Duration, ready: &mut Vec<bool>) -> io::Result<()> {
+        use std::os::windows::io::AsRawSocket;
+        use windows_sys::Win32::Networking::WinSock::{select, FD_SET, SOCKET, TIMEVAL};
+        let mut write = FD_SET {
+            fd_count: 0,
+            fd_array: [0; 64],
+        };
+        // At most 64 sockets per set; an address list is never that long (ureq keeps 16).
+        for s in live.iter().take(64) {
+            write.fd_array[write.fd_count as usize] = s.as_raw_socket() as SOCKET;
+            write.fd_count += 1;
+        }
+        let mut except = FD_SET {
+            fd_count: write.fd_count,
+            fd_array: write.fd_array,
+        };
+        let ms = millis(wait);
+        let timeout = TIMEVAL {
+            tv_sec: ms / 1000,
+            tv_usec: (ms % 1000) * 1000,
+        };
+        // SAFETY: two initialised sets of `fd_count` sockets, a valid timeout.
+        let n = unsafe { select(0, std::ptr::null_mut(), &mut write, &mut except, &timeout) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let seen = |set: &FD_SET, s: SOCKET| set.fd_array[..set.fd_count as usize].contains(&s);
+        ready.clear();
+        ready.extend(live.iter().map(|s| {
+            let s = s.as_raw_socket() as SOCKET;
+            seen(&write, s) || seen(&except, s)
+        }));
+        Ok(())
     }
 }
 
