@@ -7,7 +7,7 @@
 #   apt:    compilers, valgrind, mingw-w64 (x86_64 and i686), wine (64- and 32-bit, with the
 #           i386 architecture added), gcc-multilib (32-bit Linux), binutils, zip, ...
 #   rustup: the Windows and 32-bit Linux targets, the nightly toolchain (fuzz smoke)
-#   pip:    ziglang (zig for cargo-zigbuild), pytest
+#   pip:    ziglang (zig for cargo-zigbuild), pytest and wheel (the Python package)
 #   cargo:  cargo-zigbuild, cargo-c (cargo cinstall: the pkg-config test)
 #   npm:    koffi in npm's cache (the Node example)
 # then runs `cargo test --locked "$@"`, and lists the tests that were skipped (a test whose tool
@@ -31,6 +31,7 @@ if [ "$(id -u)" != 0 ] && command -v sudo > /dev/null; then SUDO="sudo -n"; fi
 APT_PACKAGES=(
     gcc g++ binutils pkg-config make     # C example, C++ add-in host, objdump (all)
     valgrind                             # memory checks across the boundary (capi, addin)
+    libssl-dev                           # building cargo-c (cargo install cargo-c)
     libcurl4-openssl-dev                 # the benchmark's anchor
     nginx-light openssl                  # the benchmark's neutral server and test CA (.ci/run)
     zip unzip ca-certificates            # the add-in zip (addin, glibc, release)
@@ -40,7 +41,9 @@ APT_PACKAGES=(
     gcc-multilib g++-multilib            # Linux x86: gcc -m32, g++ -m32 (linux32)
 )
 APT_LOG="${TMPDIR:-/tmp}/opi-test-apt.log"
-apt_opts=(-y -q --no-install-recommends -o DPkg::Lock::Timeout=900 -o Acquire::Retries=3)
+# --allow-downgrades: with the pins below, a package can come at the pinned, older version.
+apt_opts=(-y -q --no-install-recommends --allow-downgrades -o DPkg::Lock::Timeout=900
+    -o Acquire::Retries=3)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2> /dev/null | grep -q 'install ok installed'; }
 
@@ -63,7 +66,7 @@ apt_update() {
 # architectures offer, then install with --allow-downgrades.
 PIN_FILE=/etc/apt/preferences.d/opi-openai-multiarch
 pin_multiarch_same() {
-    local package="$1" closure same pins="" name version common amd64 i386
+    local package="$1" closure same pins="" name version common amd64 i386 source
     # The i386 package's dependencies, and the amd64 "Multi-Arch: same" packages installed.
     closure=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
         --no-breaks --no-replaces --no-enhances "$package" 2> /dev/null |
@@ -84,8 +87,11 @@ pin_multiarch_same() {
         [ "$(sort -V <<< "$amd64" | tail -n 1)" != "$(sort -V <<< "$i386" | tail -n 1)" ] || continue
         common=$(comm -12 <(echo "$amd64") <(echo "$i386") | sort -V | tail -n 1)
         [ -n "$common" ] || continue
-        pins+="Package: $name"$'\n'"Pin: version $common"$'\n'"Pin-Priority: 1001"$'\n\n'
-        say "apt: pinning $name to $common, a version both amd64 and i386 offer (amd64 has $version)"
+        # The whole source package (libssl3 with libssl-dev, ...), so that the -dev packages
+        # still match their libraries.
+        source=$(dpkg-query -W -f='${source:Package}' "$name:amd64" 2> /dev/null)
+        pins+="Package: src:${source:-$name}"$'\n'"Pin: version $common"$'\n'"Pin-Priority: 1001"$'\n\n'
+        say "apt: pinning $name (source ${source:-$name}) to $common, which both amd64 and i386 offer (amd64 has $version)"
     done <<< "$same"
     [ -n "$pins" ] || return 1
     printf '%s' "$pins" | $SUDO tee "$PIN_FILE" > /dev/null
@@ -121,7 +127,7 @@ install_apt() {
     for p in ${foreign[@]+"${foreign[@]}"}; do
         if $SUDO apt-get install "${apt_opts[@]}" "$p" >> "$APT_LOG" 2>&1; then continue; fi
         if pin_multiarch_same "$p" &&
-            $SUDO apt-get install "${apt_opts[@]}" --allow-downgrades "$p" >> "$APT_LOG" 2>&1; then
+            $SUDO apt-get install "${apt_opts[@]}" "$p" >> "$APT_LOG" 2>&1; then
             continue
         fi
         warn "apt could not install $p (see $APT_LOG); the tests that need it are skipped"
@@ -193,9 +199,10 @@ install_python() {
     if [ -z "${OPI_PYTHON:-}" ] && [ -x target/pytest-venv/bin/python3 ]; then
         export OPI_PYTHON="$PWD/target/pytest-venv/bin/python3"
     fi
-    if ! "${OPI_PYTHON:-python3}" -m pytest --version > /dev/null 2>&1; then
-        say "pip: installing pytest"
-        if python=$(pip_install target/pytest-venv pytest); then
+    # wheel: pip builds the package with setuptools, which before 70.1 needs it.
+    if ! "${OPI_PYTHON:-python3}" -c 'import pytest, setuptools, wheel' > /dev/null 2>&1; then
+        say "pip: installing pytest, setuptools and wheel"
+        if python=$(pip_install target/pytest-venv pytest setuptools wheel); then
             [ "$python" = python3 ] || export OPI_PYTHON="$PWD/$python"
         else
             warn "could not install pytest"
