@@ -9,9 +9,11 @@
 
 mod support;
 
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+use std::time::Duration;
 use support::TestServer;
 
 /// One Windows architecture: its Rust target, mingw-w64 prefix and wine loader.
@@ -175,6 +177,95 @@ impl Arch {
     }
 }
 
+/// Builds tests/happy_eyeballs (the probe: a Rust program on the library's Rust API) for
+/// `arch` into its folder. A package of its own: no dev-dependencies built for Windows.
+fn build_probe(arch: &Arch, dir: &Path) -> PathBuf {
+    let package = root().join("tests/happy_eyeballs");
+    // The same versions as the library's build (its artifacts are reused).
+    std::fs::copy(root().join("Cargo.lock"), package.join("Cargo.lock")).unwrap();
+    let status = support::as_from_a_shell(&mut Command::new(env!("CARGO")))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            arch.target,
+            "--manifest-path",
+        ])
+        .arg(package.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(root().join("target"))
+        .current_dir(root())
+        .status()
+        .expect("run cargo");
+    assert!(
+        status.success(),
+        "building the probe for {} failed",
+        arch.target
+    );
+    let exe = dir.join("happy_eyeballs_probe.exe");
+    std::fs::copy(
+        root()
+            .join("target")
+            .join(arch.target)
+            .join("release/happy_eyeballs_probe.exe"),
+        &exe,
+    )
+    .unwrap();
+    exe
+}
+
+/// A listener on `addr` whose accept queue is full (backlog 1, never accepted, connections
+/// queued until one gets no answer): further connection attempts get no answer at all.
+fn silent_listener(addr: SocketAddr) -> (socket2::Socket, Vec<TcpStream>) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.bind(&addr.into()).unwrap();
+    socket.listen(1).unwrap();
+    let mut queued = Vec::new();
+    for _ in 0..4 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(s) => queued.push(s),
+            Err(_) => break,
+        }
+    }
+    let probe = TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+    assert!(probe.is_err(), "{addr} still accepts connections");
+    (socket, queued)
+}
+
+/// The Windows code path of Happy Eyeballs (socket2 + select), under wine: the name resolves
+/// to a silent 127.0.0.2 first and the server on 127.0.0.1 second; the call gets through the
+/// second address 250 ms later (256 ms measured). Trying addresses one after the other, as the
+/// library did on Windows before, gave the silent one half the 30 s: this failed at 15003 ms.
+fn happy_eyeballs_races_addresses(arch: &Arch) {
+    let dir = or_skip!(arch.dir());
+    let probe = build_probe(arch, dir);
+    let server = TestServer::start(support::server::images_handler());
+    let silent: SocketAddr = format!("127.0.0.2:{}", server.addr.port()).parse().unwrap();
+    let _silent = silent_listener(silent);
+    let out = arch.wine(
+        probe.file_name().unwrap().to_str().unwrap(),
+        &[&silent.to_string(), &server.addr.to_string()],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}: {stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = stdout.lines();
+    let ms: u64 = lines.next().expect("the time line").trim().parse().unwrap();
+    let v = support::parse(lines.next().expect("the result line"));
+    assert_eq!(
+        v["data"][0]["revised_prompt"], "Windows eyeballs",
+        "{stdout}"
+    );
+    // Generous (a loaded machine, wine): far below the 30 s connect timeout.
+    assert!(ms < 10_000, "connected after {ms} ms");
+    println!("figure: happy eyeballs under wine ({}): {ms} ms", arch.name);
+}
+
 fn exports_the_c_api_and_the_add_in(arch: &Arch) {
     let dir = or_skip!(arch.dir());
     let out = Command::new(format!("{}-objdump", arch.mingw))
@@ -287,4 +378,9 @@ fn x64_add_in_works_in_a_host_with_msvc_vtables() {
 #[test]
 fn x86_add_in_works_in_a_host_with_msvc_stdcall_and_thiscall_vtables() {
     add_in_works_with_msvc_vtables(&X86);
+}
+
+#[test]
+fn x64_happy_eyeballs_gets_past_a_silent_address_in_well_under_the_connect_timeout() {
+    happy_eyeballs_races_addresses(&X64);
 }
