@@ -7,7 +7,6 @@ mod support;
 use opi_openai::{get_images_ex, resolve_for_tests, Cancel, ImageRequest};
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::{error_code, parse, Action, Reply, TestServer};
@@ -119,28 +118,11 @@ fn cancel_ends_a_retry_wait_at_once() {
 
 /// A listener on `addr` whose accept queue is full (listen(1), never accepted, two
 /// connections queued): further connection attempts get no answer at all.
-fn silent_listener(addr: SocketAddr) -> (OwnedFd, Vec<TcpStream>) {
-    let SocketAddr::V4(v4) = addr else {
-        panic!("IPv4 only")
-    };
-    // SAFETY: plain socket calls on a descriptor we own; results checked.
-    let fd = unsafe {
-        let raw = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(raw >= 0);
-        let fd = OwnedFd::from_raw_fd(raw);
-        let mut sin: libc::sockaddr_in = std::mem::zeroed();
-        sin.sin_family = libc::AF_INET as libc::sa_family_t;
-        sin.sin_port = v4.port().to_be();
-        sin.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
-        let rc = libc::bind(
-            fd.as_raw_fd(),
-            (&sin as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "bind {addr}: {}", std::io::Error::last_os_error());
-        assert_eq!(libc::listen(fd.as_raw_fd(), 1), 0);
-        fd
-    };
+fn silent_listener(addr: SocketAddr) -> (socket2::Socket, Vec<TcpStream>) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
+    socket.bind(&addr.into()).unwrap();
+    socket.listen(1).unwrap();
     let mut queued = Vec::new();
     for _ in 0..4 {
         match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
@@ -151,7 +133,7 @@ fn silent_listener(addr: SocketAddr) -> (OwnedFd, Vec<TcpStream>) {
     // Proof that it is silent: one more attempt gets no answer.
     let probe = TcpStream::connect_timeout(&addr, Duration::from_millis(300));
     assert!(probe.is_err(), "{addr} still accepts connections");
-    (fd, queued)
+    (socket, queued)
 }
 
 #[test]
@@ -218,20 +200,10 @@ fn a_reset_after_the_request_was_read_is_not_retried() {
                 }
             }
             count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let linger = libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            };
-            // SAFETY: setsockopt with a linger struct on our socket: close sends a reset.
-            unsafe {
-                libc::setsockopt(
-                    s.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&linger as *const libc::linger).cast(),
-                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                );
-            }
+            // Close sends a reset.
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
             drop(s);
         }
     });
