@@ -122,7 +122,13 @@ pub fn redact(text: &str, secret: &str) -> String {
     if !scrubbable(secret) || !text.contains(secret) {
         return text.to_string();
     }
-    text.replace(secret, "***")
+    // A secret holding `*` can be formed again by a `***` and its neighbours: until none is
+    // left (each round shrinks the text).
+    let mut text = text.replace(secret, "***");
+    while text.contains(secret) {
+        text = text.replace(secret, "***");
+    }
+    text
 }
 
 #[cfg(test)]
