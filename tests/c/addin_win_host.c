@@ -59,6 +59,21 @@ _Static_assert(offsetof(tVariant, u.w.wstrLen) == sizeof(void *), "wstrLen after
 _Static_assert(offsetof(tVariant, u.s.strLen) == sizeof(void *), "strLen after the pointer");
 
 static int failures = 0;
+
+/* The caller's stack pointer, as seen from a call made here: a method whose convention is not
+ * the one declared (cdecl where __stdcall is due: the callee does not pop its arguments)
+ * leaves it moved, which -O0 code would otherwise survive unnoticed. */
+static uintptr_t __attribute__((noinline)) stack_pointer(void) {
+    return (uintptr_t)__builtin_frame_address(0);
+}
+#define BALANCED(order, what, call)                                                         \
+    do {                                                                                    \
+        uintptr_t sp0_ = stack_pointer();                                                   \
+        call;                                                                               \
+        uintptr_t sp1_ = stack_pointer();                                                   \
+        CHECK(sp0_ == sp1_, "%s: %s leaves the stack as it was (moved %ld bytes)", order,   \
+              what, (long)(sp0_ - sp1_));                                                  \
+    } while (0)
 #define CHECK(cond, ...) do { bool ok_ = (cond); printf("%s ", ok_ ? "ok  " : "FAIL"); printf(__VA_ARGS__); printf("\n"); if (!ok_) failures++; } while (0)
 
 /* ---- the host's memory manager (IMemoryManager): destructor, AllocMemory, FreeMemory ---- */
@@ -430,7 +445,9 @@ static void scenario(HMODULE dll, const char *url, bool onescript_order) {
         CHECK(init->Init(init_if, &host), "%s: Init", order);
         CHECK(init->setMemManager(init_if, &mem), "%s: setMemManager", order);
     }
-    CHECK(init->GetInfo(init_if) == 2000, "%s: GetInfo is 2000", order);
+    long info = 0;
+    BALANCED(order, "GetInfo", info = init->GetInfo(init_if));
+    CHECK(info == 2000, "%s: GetInfo is 2000", order);
     locale->SetLocale(locale_if, (const WCHAR_T *)L"ru_RU");
 
     WCHAR_T *name = NULL;
@@ -439,7 +456,8 @@ static void scenario(HMODULE dll, const char *url, bool onescript_order) {
     CHECK(strcmp(text, "Main") == 0, "%s: extension name \"%s\"", order, text);
     mem.vtbl->FreeMemory(&mem, (void **)&name);
 
-    long m = lang->FindMethod(lang_if, (const WCHAR_T *)L"getimages");
+    long m = -1;
+    BALANCED(order, "FindMethod", m = lang->FindMethod(lang_if, (const WCHAR_T *)L"getimages"));
     long m_ru = lang->FindMethod(lang_if, (const WCHAR_T *)L"ПОЛУЧИТЬКАРТИНКИ");
     CHECK(m >= 0 && m == m_ru, "%s: FindMethod by English and Russian name, any case (%ld, %ld)", order, m, m_ru);
     CHECK(lang->GetNParams(lang_if, m) == 5, "%s: GetImages takes 5 parameters", order);
@@ -460,7 +478,8 @@ static void scenario(HMODULE dll, const char *url, bool onescript_order) {
     set_text(&params[3], "{'prompt':'Windows alpaca','n':1}");
     memset(&params[4], 0, sizeof params[4]); /* EMPTY: left out */
     memset(&ret, 0, sizeof ret);
-    bool called = lang->CallAsFunc(lang_if, m, &ret, params, 5);
+    bool called = false;
+    BALANCED(order, "CallAsFunc", called = lang->CallAsFunc(lang_if, m, &ret, params, 5));
     CHECK(called && ret.vt == VT_PWSTR_, "%s: GetImages returned a String (vt %u)", order, ret.vt);
     if (ret.vt == VT_PWSTR_) {
         static char result[1 << 16];
