@@ -236,6 +236,8 @@ fn a_panic_in_a_c_export_is_an_internal_error_result() {
     let out = Command::new(&exe)
         .arg(server.url())
         .env_remove("OPENAI_TOKEN")
+        // As `run`: the rpath to the library under test decides, not a stale target/debug one.
+        .env_remove("LD_LIBRARY_PATH")
         .env("OPI_OPENAI_PANIC_PROBE", "capi")
         .output()
         .expect("run the C program");
