@@ -3,12 +3,14 @@
  * Every char* returned is NUL-terminated UTF-8 JSON, never NULL, owned by the caller until
  * opi_free_string(). Check the "error" key of the result:
  *  - a JSON answer from the server (any HTTP status) comes back byte for byte;
- *  - an empty answer is {};
+ *  - an empty answer is {} after a 2xx status; after any other status it is
+ *    {"error": {"type": "opi_invalid_response", "code": "empty_body", "status": ...}};
  *  - an answer that is not JSON: {"error": {"type": "opi_invalid_response", "code": "not_json", ...}};
  *  - a local failure: {"error": {"type": "opi_client_error", "code": "invalid_argument" | "dns" |
  *    "connect" | "tls" | "timeout" | "too_large" | "redirects" | "io" | "incomplete_stream" |
  *    "cancelled" | "internal", "param": ..., "message": ...}}.
- * The token never appears in a result. All functions are thread-safe. */
+ * A token of 8 bytes or more never appears in a result (README.md, Security, says exactly
+ * what is scrubbed). All functions are thread-safe. */
 
 #ifndef OPI_OPENAI_H
 #define OPI_OPENAI_H

@@ -15,6 +15,28 @@ use std::ffi::{c_char, c_int, c_void};
 pub type opi_event_fn =
     Option<unsafe extern "C" fn(user_data: *mut c_void, event_json: *const c_char) -> c_int>;
 
+/// Reads the arguments every GetImages-like export shares, in the order they are checked:
+/// `url` and the description (named `descr_param`) are required, the others optional.
+///
+/// # Safety
+/// Each pointer is NULL or points to a NUL-terminated string valid for the call.
+unsafe fn image_request<'a>(
+    url: *const c_char,
+    token: *const c_char,
+    model: *const c_char,
+    descr: *const c_char,
+    descr_param: &'static str,
+    headers: *const c_char,
+) -> Result<ImageRequest<'a>, Error> {
+    Ok(ImageRequest {
+        url: required_str(url, "url")?,
+        token: optional_str(token, "token")?,
+        model: optional_str(model, "model")?,
+        descr: required_str(descr, descr_param)?,
+        headers: optional_str(headers, "headers")?,
+    })
+}
+
 unsafe fn get_images_c(
     url: *const c_char,
     token: *const c_char,
@@ -23,13 +45,7 @@ unsafe fn get_images_c(
     headers_json: *const c_char,
     options_json: *const c_char,
 ) -> Result<String, Error> {
-    let req = ImageRequest {
-        url: required_str(url, "url")?,
-        token: optional_str(token, "token")?,
-        model: optional_str(model, "model")?,
-        descr: required_str(descr_json, "descr")?,
-        headers: optional_str(headers_json, "headers")?,
-    };
+    let req = image_request(url, token, model, descr_json, "descr", headers_json)?;
     let options = optional_str(options_json, "options")?;
     crate::boundary::panic_probe("capi");
     Ok(crate::get_images_ex(&req, options))
@@ -134,13 +150,7 @@ pub unsafe extern "C" fn opi_openai_get_images_stream(
 ) -> *mut c_char {
     c_result(|| {
         let result = (|| {
-            let req = ImageRequest {
-                url: required_str(url, "url")?,
-                token: optional_str(token, "token")?,
-                model: optional_str(model, "model")?,
-                descr: required_str(descr_json, "descr")?,
-                headers: optional_str(headers_json, "headers")?,
-            };
+            let req = image_request(url, token, model, descr_json, "descr", headers_json)?;
             let options = Options::parse(optional_str(options_json, "options")?)?;
             // One buffer for every event's NUL-terminated copy.
             let mut buffer: Vec<u8> = Vec::new();
@@ -193,14 +203,9 @@ pub unsafe extern "C" fn opi_openai_get_images_batch(
 ) -> *mut c_char {
     c_result(|| {
         let result = (|| {
-            let req = ImageRequest {
-                url: required_str(url, "url")?,
-                token: optional_str(token, "token")?,
-                model: optional_str(model, "model")?,
-                descr: "",
-                headers: optional_str(headers_json, "headers")?,
-            };
-            let descrs = required_str(descrs_json, "descrs")?;
+            let mut req = image_request(url, token, model, descrs_json, "descrs", headers_json)?;
+            // The batch's descriptions are an array, handed to the core on their own.
+            let descrs = std::mem::take(&mut req.descr);
             let options = Options::parse(optional_str(options_json, "options")?)?;
             Ok::<_, Error>(crate::get_images_batch(&req, descrs, &options))
         })();
