@@ -162,7 +162,14 @@ pub fn classify(data: &[u8]) {
     };
     let resp = Response {
         status,
-        headers: vec![("content-type".to_string(), content_type)],
+        // A value no HTTP parser would hand over (control characters) arrives as no header.
+        headers: ureq::http::HeaderValue::from_str(&content_type)
+            .map(|v| {
+                [(ureq::http::header::CONTENT_TYPE, v)]
+                    .into_iter()
+                    .collect()
+            })
+            .unwrap_or_default(),
         body: body.to_vec(),
         stream: None,
     };

@@ -69,14 +69,14 @@ pub fn get_images(url: &str, token: &str, model: &str, descr: &str, headers: &st
         descr,
         headers,
     };
-    get_images_traced(&req, &Options::default(), &mut |_| {})
+    crate::core::get_images(&req, &Options::default())
 }
 
 /// [`get_images`] with an options JSON (object text, single-quoted JSON, or `.json` path;
 /// empty means defaults). Bad options are an error result naming `options`.
 pub fn get_images_ex(req: &ImageRequest, options: &str) -> String {
     match Options::parse(options) {
-        Ok(options) => get_images_traced(req, &options, &mut |_| {}),
+        Ok(options) => crate::core::get_images(req, &options),
         Err(err) => err.to_result_json(),
     }
 }

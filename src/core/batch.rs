@@ -45,7 +45,7 @@ pub fn get_images_batch(req: &ImageRequest, descrs: &str, options: &Options) -> 
         };
         let call = || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                super::call(&item, options, None, &mut |_| {})
+                super::call(&item, options, None, None)
             }))
             .unwrap_or_else(|_| {
                 Err(Error::Internal(

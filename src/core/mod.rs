@@ -104,7 +104,15 @@ pub fn get_images_traced(
     options: &Options,
     trace: &mut dyn FnMut(&TraceEvent),
 ) -> String {
-    match call(req, options, None, trace) {
+    match call(req, options, None, Some(trace)) {
+        Ok(json) => json,
+        Err(err) => err.to_result_json(),
+    }
+}
+
+/// [`get_images_traced`] without a trace: no trace event is built (unless `log_file` asks).
+pub(crate) fn get_images(req: &ImageRequest, options: &Options) -> String {
+    match call(req, options, None, None) {
         Ok(json) => json,
         Err(err) => err.to_result_json(),
     }
@@ -127,7 +135,7 @@ pub fn get_images_stream(
     on_event: &mut dyn FnMut(&StreamEvent) -> bool,
     trace: &mut dyn FnMut(&TraceEvent),
 ) -> String {
-    let result = call(req, options, Some(on_event), trace);
+    let result = call(req, options, Some(on_event), Some(trace));
     let cancelled = Cancel::current().is_some_and(|c| c.is_cancelled());
     match result {
         Err(_) if cancelled => Error::Cancelled.to_result_json(),
@@ -137,11 +145,12 @@ pub fn get_images_stream(
     }
 }
 
+/// One call; `trace: None` (and no `log_file`) builds no trace events at all.
 fn call(
     req: &ImageRequest,
     options: &Options,
     on_event: Option<&mut dyn FnMut(&StreamEvent) -> bool>,
-    trace: &mut dyn FnMut(&TraceEvent),
+    mut trace: Option<&mut dyn FnMut(&TraceEvent)>,
 ) -> Result<String, Error> {
     let started = Instant::now();
     let endpoint = Endpoint::from_base(req.url)?;
@@ -169,11 +178,14 @@ fn call(
             })
             .ok()
     });
+    let tracing = trace.is_some() || log.is_some();
     let mut trace = |event: &TraceEvent| {
         if let Some(log) = log.as_mut() {
             log.record(event);
         }
-        trace(event);
+        if let Some(trace) = trace.as_mut() {
+            trace(event);
+        }
     };
     if !options.tls_verify {
         trace(&TraceEvent::Notice(TLS_VERIFY_OFF));
@@ -184,26 +196,28 @@ fn call(
     if let Some(line) = route.describe() {
         trace(&TraceEvent::Notice(&line));
     }
-    // The one redaction rule for the trace too: Authorization is shown as `Bearer ***`, and
-    // the token anywhere else the caller put it (another header, the URL, the description).
-    let shown_body = if json_scan::may_hold(&body, req.token) {
-        json_scan::scrub_json_text(body.clone(), req.token)
-    } else {
-        String::new()
-    };
-    trace(&TraceEvent::Request {
-        url: &error::redact(endpoint.as_str(), req.token),
-        headers: headers
-            .redacted()
-            .into_iter()
-            .map(|(name, value)| (name, error::redact(&value, req.token)))
-            .collect(),
-        body: if shown_body.is_empty() {
-            &body
+    if tracing {
+        // The one redaction rule for the trace too: Authorization is shown as `Bearer ***`, and
+        // the token anywhere else the caller put it (another header, the URL, the description).
+        let shown_body = if json_scan::may_hold(&body, req.token) {
+            json_scan::scrub_json_text(body.clone(), req.token)
         } else {
-            &shown_body
-        },
-    });
+            String::new()
+        };
+        trace(&TraceEvent::Request {
+            url: &error::redact(endpoint.as_str(), req.token),
+            headers: headers
+                .redacted()
+                .into_iter()
+                .map(|(name, value)| (name, error::redact(&value, req.token)))
+                .collect(),
+            body: if shown_body.is_empty() {
+                &body
+            } else {
+                &shown_body
+            },
+        });
+    }
     let resp = transport::post(
         &agent,
         endpoint.as_str(),
@@ -215,7 +229,7 @@ fn call(
         &mut trace,
     )?;
     let status = resp.status;
-    let full_headers = (options.response == ResponseShape::Full).then(|| resp.headers.clone());
+    let full_headers = (options.response == ResponseShape::Full).then(|| resp.header_pairs());
     let mut resp = resp;
     if let (Some(events), Some(on_event)) = (resp.stream.take(), on_event) {
         let mut on_event = |event: &StreamEvent| {

@@ -52,27 +52,67 @@ pub(crate) fn is_default_header(name: &str) -> bool {
 /// Builds the request body: `model` first when `model` is non-empty, then every field of the
 /// description in its order; a `model` inside the description wins (and keeps the first place).
 pub fn build_body(model: &str, descr: &str) -> Result<String, Error> {
-    Ok(Value::Object(body_fields(model, descr)?).to_string())
+    write_body(model, &parse_object(descr, "descr")?, None)
 }
 
 /// [`build_body`] with `"stream": true` (replacing a `stream` the description gives, in its
 /// place; else last).
 pub fn build_stream_body(model: &str, descr: &str) -> Result<String, Error> {
-    let mut body = body_fields(model, descr)?;
-    body.insert("stream".to_string(), Value::Bool(true));
-    Ok(Value::Object(body).to_string())
+    write_body(
+        model,
+        &parse_object(descr, "descr")?,
+        Some(("stream", &Value::Bool(true))),
+    )
 }
 
-fn body_fields(model: &str, descr: &str) -> Result<JsonObject, Error> {
-    let fields = parse_object(descr, "descr")?;
-    let mut body = JsonObject::with_capacity(fields.len() + 2);
+/// Writes the body from the parsed description in one go (serde_json's writer into a byte
+/// buffer: no second map, no `fmt` machinery). `set` replaces a field in its place, or comes
+/// last.
+fn write_body(
+    model: &str,
+    fields: &JsonObject,
+    set: Option<(&str, &Value)>,
+) -> Result<String, Error> {
+    use serde::ser::{SerializeMap, Serializer};
+    let mut out = Vec::with_capacity(128);
+    let mut ser = serde_json::Serializer::new(&mut out);
+    let mut map = ser.serialize_map(None).map_err(body_error)?;
+    let model_value;
     if !model.is_empty() {
-        body.insert("model".to_string(), Value::String(model.to_string()));
+        let value = match fields.get("model") {
+            Some(value) => value,
+            None => {
+                model_value = Value::String(model.to_string());
+                &model_value
+            }
+        };
+        map.serialize_entry("model", value).map_err(body_error)?;
     }
-    for (k, v) in fields {
-        body.insert(k, v);
+    let mut pending = set;
+    for (key, value) in fields {
+        if !model.is_empty() && key == "model" {
+            continue;
+        }
+        let value = match pending {
+            Some((name, replacement)) if name == key => {
+                pending = None;
+                replacement
+            }
+            _ => value,
+        };
+        map.serialize_entry(key, value).map_err(body_error)?;
     }
-    Ok(body)
+    if let Some((name, value)) = pending {
+        map.serialize_entry(name, value).map_err(body_error)?;
+    }
+    SerializeMap::end(map).map_err(body_error)?;
+    // serde_json writes UTF-8 only.
+    String::from_utf8(out).map_err(|e| body_error(e.to_string()))
+}
+
+/// Writing a parsed value into a buffer cannot fail; if it ever does, the call says so.
+fn body_error(e: impl std::fmt::Display) -> Error {
+    Error::invalid("descr", format!("descr could not be written as JSON: {e}"))
 }
 
 /// An ordered list of request headers; names compare case-insensitively.
@@ -98,6 +138,16 @@ impl Headers {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// How many headers there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// The headers in sending order.

@@ -18,21 +18,13 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// objects are ours, so `token` is scrubbed from their excerpt and content type (a proxy's
 /// error page may echo the request's headers).
 pub fn classify(resp: Response, token: &str) -> String {
+    let content_type = resp.header("content-type").map(|v| redact(&v, token));
     let Response {
-        status,
-        headers,
-        mut body,
-        ..
+        status, mut body, ..
     } = resp;
     if body.starts_with(BOM) {
         body.drain(..BOM.len());
     }
-    let content_type = || {
-        headers
-            .iter()
-            .find(|(n, _)| n == "content-type")
-            .map(|(_, v)| redact(v, token))
-    };
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         if (200..300).contains(&status) {
             return "{}".to_string();
@@ -42,7 +34,7 @@ pub fn classify(resp: Response, token: &str) -> String {
             "code": "empty_body",
             "message": format!("the server answered HTTP {status} with an empty body"),
             "status": status,
-            "content_type": content_type(),
+            "content_type": content_type,
         }})
         .to_string();
     }
@@ -65,7 +57,7 @@ pub fn classify(resp: Response, token: &str) -> String {
             }
         ),
         "status": status,
-        "content_type": content_type(),
+        "content_type": content_type,
         "body": excerpt,
     }})
     .to_string()

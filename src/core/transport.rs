@@ -7,10 +7,12 @@ use super::error::{redact, Error};
 use super::options::Options;
 use super::request::{is_default_header, Headers};
 use super::TraceEvent;
+use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use ureq::http::{header::HeaderName, HeaderValue, Method, Request, Uri};
 use ureq::unversioned::transport::{
     ConnectProxyConnector, Connector, RustlsConnector, SocksConnector,
 };
@@ -34,8 +36,8 @@ const UPFRONT_RESERVE: u64 = 8 * 1024 * 1024;
 pub struct Response {
     /// HTTP status code.
     pub status: u16,
-    /// Response headers (names lowercase, as received order).
-    pub headers: Vec<(String, String)>,
+    /// Response headers as ureq parsed them (names lowercase; see [`Response::header_pairs`]).
+    pub headers: ureq::http::HeaderMap,
     /// The body after gzip decoding (empty when `stream` holds it).
     pub body: Vec<u8>,
     /// The unread body of a 2xx `text/event-stream` answer to a request sent with
@@ -60,12 +62,25 @@ impl std::fmt::Debug for EventStream {
 }
 
 impl Response {
-    /// The first value of header `name` (lowercase).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    /// The first value of header `name` (lowercase), as lossy UTF-8.
+    pub fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+    }
+
+    /// Every header as (name, value) in the order ureq keeps them (a name's values together,
+    /// names in order of arrival), values as lossy UTF-8.
+    pub fn header_pairs(&self) -> Vec<(String, String)> {
         self.headers
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect()
     }
 }
 
@@ -135,7 +150,8 @@ fn server_wait(resp: &Response) -> Option<Duration> {
     {
         Duration::try_from_secs_f64(ms / 1000.0).ok()?
     } else {
-        let v = resp.header("retry-after")?.trim();
+        let v = resp.header("retry-after")?;
+        let v = v.trim();
         match v.parse::<f64>() {
             Ok(s) => Duration::try_from_secs_f64(s).ok()?,
             Err(_) => httpdate::parse_http_date(v)
@@ -275,12 +291,13 @@ pub fn post(
             )
         },
         |a| {
+            let request_id = a.response.and_then(|r| r.header("x-request-id"));
             trace(&TraceEvent::Attempt {
                 attempt: a.attempt,
                 status: a.response.map(|r| r.status),
                 elapsed: a.elapsed,
                 bytes: a.response.map_or(0, |r| r.body.len() as u64),
-                request_id: a.response.and_then(|r| r.header("x-request-id")),
+                request_id: request_id.as_deref(),
                 error: a.error,
                 retry_in: a.retry_in,
             })
@@ -342,7 +359,7 @@ pub(super) fn with_retries(
         let outcome = attempt(remaining);
         let elapsed = began.elapsed();
         let wait = match &outcome {
-            Ok(resp) if retryable_status(resp.status, resp.header("x-should-retry")) => {
+            Ok(resp) if retryable_status(resp.status, resp.header("x-should-retry").as_deref()) => {
                 Some(server_wait(resp).unwrap_or_else(|| backoff(n - 1)))
             }
             Err(f) if f.retryable => Some(backoff(n - 1)),
@@ -490,6 +507,45 @@ fn fail(err: ureq::Error, options: &Options, token: &str, idempotent: bool) -> F
     }
 }
 
+/// Sends one request and waits for the response head. The request is built directly (a
+/// request builder moves its parts at every header); default header names are recognised by
+/// `http` without allocating. An invalid header is an `http` error, as the builder gives.
+#[allow(clippy::too_many_arguments)]
+fn run<B: ureq::AsSendBody>(
+    agent: &ureq::Agent,
+    method: Method,
+    url: &str,
+    body: B,
+    headers: &Headers,
+    same_origin: bool,
+    options: &Options,
+    remaining: Duration,
+) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+    let http = |e: ureq::http::Error| ureq::Error::Http(e);
+    let with_body = method == Method::POST;
+    let mut request = Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = url.parse::<Uri>().map_err(|e| http(e.into()))?;
+    let map = request.headers_mut();
+    map.reserve(headers.len());
+    for (name, value) in headers.iter() {
+        let skip = (!same_origin && !is_default_header(name))
+            || (!with_body && name.eq_ignore_ascii_case("content-type"));
+        if !skip {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).map_err(|e| http(e.into()))?,
+                HeaderValue::from_str(value).map_err(|e| http(e.into()))?,
+            );
+        }
+    }
+    let request = agent
+        .configure_request(request)
+        .timeout_global(Some(remaining))
+        .timeout_connect(Some(options.connect_timeout))
+        .build();
+    agent.run(request)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn send_once(
     agent: &ureq::Agent,
@@ -501,66 +557,38 @@ fn send_once(
     remaining: Duration,
     stream: bool,
 ) -> Result<Response, ureq::Error> {
-    fn prepare<B>(
-        req: ureq::RequestBuilder<B>,
-        headers: &Headers,
-        with_body: bool,
-        same_origin: bool,
-        options: &Options,
-        remaining: Duration,
-    ) -> ureq::RequestBuilder<B> {
-        let mut req = req
-            .config()
-            .timeout_global(Some(remaining))
-            .timeout_connect(Some(options.connect_timeout))
-            .build();
-        for (name, value) in headers.iter() {
-            let skip = (!same_origin && !is_default_header(name))
-                || (!with_body && name.eq_ignore_ascii_case("content-type"));
-            if !skip {
-                req = req.header(name, value);
-            }
-        }
-        req
-    }
     let mut resp = match body {
-        Some(body) => prepare(
-            agent.post(url),
+        Some(body) => run(
+            agent,
+            Method::POST,
+            url,
+            body,
             headers,
-            true,
             same_origin,
             options,
             remaining,
-        )
-        .send(body)?,
-        None => prepare(
-            agent.get(url),
+        )?,
+        None => run(
+            agent,
+            Method::GET,
+            url,
+            (),
             headers,
-            false,
             same_origin,
             options,
             remaining,
-        )
-        .call()?,
+        )?,
     };
     let status = resp.status().as_u16();
-    let resp_headers = resp
-        .headers()
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect::<Vec<(String, String)>>();
+    // Kept as ureq parsed them: most calls look at one or two (copied only for `full`).
+    let resp_headers = std::mem::take(resp.headers_mut());
     let event_stream = stream
         && (200..300).contains(&status)
-        && resp_headers.iter().any(|(n, v)| {
-            n == "content-type"
-                && v.trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("text/event-stream")
+        && resp_headers.get_all("content-type").iter().any(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
         });
     if event_stream {
         let reader = resp
@@ -653,11 +681,16 @@ mod tests {
 
     #[test]
     fn retry_after_forms() {
-        let r = |h: Vec<(&str, &str)>| Response {
+        let r = |h: Vec<(&'static str, &str)>| Response {
             status: 429,
             headers: h
                 .into_iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .map(|(a, b)| {
+                    (
+                        ureq::http::HeaderName::from_static(a),
+                        ureq::http::HeaderValue::from_str(b).unwrap(),
+                    )
+                })
                 .collect(),
             body: vec![],
             stream: None,
