@@ -615,7 +615,8 @@ fn send_once(
 /// Reads the body, at most `limit` bytes. Content-Length never decides an allocation: a
 /// declared length over the limit is refused before reading, at most [`UPFRONT_RESERVE`] is
 /// reserved before bytes arrive, and the buffer grows (with `try_reserve`: a failed
-/// reservation is `too_large`, not an abort) as bytes arrive, up to the declared length.
+/// reservation is `too_large`, not an abort) as bytes arrive, up to the declared length. The
+/// buffer keeps one byte of room past the body, for the NUL the C API appends.
 fn read_body(
     resp: &mut ureq::http::Response<ureq::Body>,
     limit: u64,
@@ -627,28 +628,52 @@ fn read_body(
         return Err(too_large());
     }
     let cap = declared.unwrap_or(limit).min(limit);
+    let mut reader = resp.body_mut().with_config().limit(limit).reader();
     let mut body: Vec<u8> = Vec::new();
     let first = usize::try_from(declared.unwrap_or(0).min(UPFRONT_RESERVE)).unwrap_or(0);
-    body.try_reserve_exact(first).map_err(|_| too_large())?;
-    let mut reader = resp.body_mut().with_config().limit(limit).reader();
+    body.try_reserve_exact(first + 1).map_err(|_| too_large())?;
+    body.resize(first, 0);
+    // `body[..filled]` holds what arrived; the rest of `body` is zeroed room to read into.
+    let mut filled = 0;
     loop {
-        if body.len() == body.capacity() {
+        if filled == body.len() {
+            if filled as u64 >= cap {
+                // All that was declared arrived: one more read sees the end (and hands the
+                // connection back to the pool) without growing the buffer.
+                let mut probe = [0u8; 1];
+                match read_some(&mut reader, &mut probe)? {
+                    0 => break,
+                    _ => {
+                        body.try_reserve(2).map_err(|_| too_large())?;
+                        body.push(probe[0]);
+                        filled += 1;
+                        continue;
+                    }
+                }
+            }
             // Double, but never past the declared length (or the limit): a truthful server's
             // body ends in a buffer of exactly its size.
-            let len = body.len() as u64;
+            let len = filled as u64;
             let grow = len.max(64 * 1024).min(cap.saturating_sub(len)).max(1);
             let grow = usize::try_from(grow).map_err(|_| too_large())?;
-            body.try_reserve_exact(grow).map_err(|_| too_large())?;
+            body.try_reserve_exact(grow + 1).map_err(|_| too_large())?;
+            body.resize(filled + grow, 0);
         }
-        // Into the spare capacity only, without zeroing it first (std's read_to_end), and
-        // without letting read_to_end grow the buffer on its own.
-        let room = (body.capacity() - body.len()) as u64;
-        let n = (&mut reader)
-            .take(room)
-            .read_to_end(&mut body)
-            .map_err(into_ureq)?;
-        if (n as u64) < room {
-            return Ok(body);
+        match read_some(&mut reader, &mut body[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    body.truncate(filled);
+    Ok(body)
+}
+
+/// One read from a body reader, retried when interrupted; its error as ureq's.
+fn read_some(reader: &mut impl Read, buf: &mut [u8]) -> Result<usize, ureq::Error> {
+    loop {
+        match reader.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            result => return result.map_err(into_ureq),
         }
     }
 }
