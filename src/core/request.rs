@@ -3,6 +3,7 @@
 use super::error::Error;
 use super::input::{kind_of, parse_object, parse_optional_object, JsonObject};
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// The library's version, as sent in `User-Agent` and returned by `opi_version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -115,21 +116,31 @@ fn body_error(e: impl std::fmt::Display) -> Error {
     Error::invalid("descr", format!("descr could not be written as JSON: {e}"))
 }
 
-/// An ordered list of request headers; names compare case-insensitively.
+/// An ordered list of request headers; names compare case-insensitively. The library's own
+/// defaults are kept as static text (nothing copied per call).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, String)>);
+pub struct Headers(Vec<(Cow<'static, str>, Cow<'static, str>)>);
 
 impl Headers {
     /// Sets `name` to `value`, replacing an earlier value of the same name (any case) in place.
     pub fn set(&mut self, name: &str, value: &str) {
+        self.put(Cow::Owned(name.to_string()), Cow::Owned(value.to_string()));
+    }
+
+    fn put(&mut self, name: Cow<'static, str>, value: Cow<'static, str>) {
         match self
             .0
             .iter_mut()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .find(|(n, _)| n.eq_ignore_ascii_case(&name))
         {
-            Some(slot) => *slot = (name.to_string(), value.to_string()),
-            None => self.0.push((name.to_string(), value.to_string())),
+            Some(slot) => *slot = (name, value),
+            None => self.0.push((name, value)),
         }
+    }
+
+    /// The headers in sending order, static text told apart (for `http`'s static values).
+    pub(crate) fn entries(&self) -> &[(Cow<'static, str>, Cow<'static, str>)] {
+        &self.0
     }
 
     /// The value of `name` (any case), if set.
@@ -137,7 +148,7 @@ impl Headers {
         self.0
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 
     /// How many headers there are.
@@ -152,7 +163,7 @@ impl Headers {
 
     /// The headers in sending order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.0.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
     }
 
     /// The headers with `Authorization`'s credentials shown as `***` (for `--debug` and logs).
@@ -169,9 +180,9 @@ impl Headers {
                     } else {
                         format!("{scheme} ***")
                     };
-                    (n.clone(), shown)
+                    (n.to_string(), shown)
                 } else {
-                    (n.clone(), v.clone())
+                    (n.to_string(), v.to_string())
                 }
             })
             .collect()
@@ -187,10 +198,12 @@ impl Headers {
 /// string values, in any of the three forms; NULL/empty means none), then
 /// `Authorization: Bearer <token>` when the token is non-empty.
 pub fn build_headers(token: &str, headers: &str) -> Result<Headers, Error> {
-    let mut out = Headers::default();
-    for (n, v) in DEFAULT_HEADERS {
-        out.set(n, v);
-    }
+    let mut out = Headers(Vec::with_capacity(DEFAULT_HEADERS.len() + 1));
+    out.0.extend(
+        DEFAULT_HEADERS
+            .iter()
+            .map(|&(n, v)| (Cow::Borrowed(n), Cow::Borrowed(v))),
+    );
     if let Some(extra) = parse_optional_object(headers, "headers")? {
         for (name, value) in &extra {
             let value = match value {
@@ -232,7 +245,10 @@ pub fn build_headers(token: &str, headers: &str) -> Result<Headers, Error> {
                 "token must be printable ASCII: it contains a control character or a non-ASCII letter",
             ));
         }
-        out.set("Authorization", &format!("Bearer {token}"));
+        out.put(
+            Cow::Borrowed("Authorization"),
+            Cow::Owned(format!("Bearer {token}")),
+        );
     }
     Ok(out)
 }

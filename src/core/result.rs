@@ -18,10 +18,18 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// objects are ours, so `token` is scrubbed from their excerpt and content type (a proxy's
 /// error page may echo the request's headers).
 pub fn classify(resp: Response, token: &str) -> String {
-    let content_type = resp.header("content-type").map(|v| redact(&v, token));
     let Response {
-        status, mut body, ..
+        status,
+        headers,
+        mut body,
+        ..
     } = resp;
+    // Only an error object quotes it.
+    let content_type = || {
+        headers
+            .get("content-type")
+            .map(|v| redact(&String::from_utf8_lossy(v.as_bytes()), token))
+    };
     if body.starts_with(BOM) {
         body.drain(..BOM.len());
     }
@@ -34,7 +42,7 @@ pub fn classify(resp: Response, token: &str) -> String {
             "code": "empty_body",
             "message": format!("the server answered HTTP {status} with an empty body"),
             "status": status,
-            "content_type": content_type,
+            "content_type": content_type(),
         }})
         .to_string();
     }
@@ -57,7 +65,7 @@ pub fn classify(resp: Response, token: &str) -> String {
             }
         ),
         "status": status,
-        "content_type": content_type,
+        "content_type": content_type(),
         "body": excerpt,
     }})
     .to_string()

@@ -528,13 +528,18 @@ fn run<B: ureq::AsSendBody>(
     *request.uri_mut() = url.parse::<Uri>().map_err(|e| http(e.into()))?;
     let map = request.headers_mut();
     map.reserve(headers.len());
-    for (name, value) in headers.iter() {
+    for (name, value) in headers.entries() {
         let skip = (!same_origin && !is_default_header(name))
             || (!with_body && name.eq_ignore_ascii_case("content-type"));
         if !skip {
+            let value = match value {
+                // The library's defaults: valid constants, used without a copy.
+                Cow::Borrowed(text) => HeaderValue::from_static(text),
+                Cow::Owned(text) => HeaderValue::from_str(text).map_err(|e| http(e.into()))?,
+            };
             map.append(
                 HeaderName::from_bytes(name.as_bytes()).map_err(|e| http(e.into()))?,
-                HeaderValue::from_str(value).map_err(|e| http(e.into()))?,
+                value,
             );
         }
     }
