@@ -21,6 +21,8 @@
  * Modes:
  *   small  sequential small calls (--small N per round) and T threads x M calls
  *          (--threads T --per-thread M): calls/s and client CPU per call, in this process.
+ *          Each round is 10 blocks in which both sides make a tenth of the calls, the side
+ *          going first alternating: a machine whose speed drifts slows both alike.
  *   big    --calls K big calls per round, each side in a fresh child process: MiB/s, client
  *          CPU per MiB and the child's peak RSS (getrusage of the child, from wait4).
  *   save   ours only, big calls with {"save_dir": DIR, "drop_b64": true} in a fresh child:
@@ -28,6 +30,8 @@
  *          the same calls without save_dir: the decode+write rate is the base64 bytes over
  *          the time difference (noisy when the difference is small; a 0 means "no slower").
  *   first  one call in a fresh child process per side and round: the first call's time.
+ *   count  --side ours|libcurl: --calls K checked calls inside measured_calls(), for callgrind
+ *          (run.sh collects only there, for two values of K: instructions per call).
  *   slow   T threads x M calls to a server that waits --delay-ms per call: the time against
  *          the ideal M x delay (ratio above 1 means worse than ideal); and ours as one
  *          opi_openai_get_images_batch call of T x M descriptions with option parallel T.
@@ -330,18 +334,100 @@ static void run_side(enum side side, struct curl_client *c, int calls, int threa
     *cpu_s = cpu() - c0;
 }
 
-/* calls/s and CPU us/call for `calls` calls per thread (threads 0: sequential). */
+/* A pool of worker threads, each with its own libcurl handle (ours keeps a connection per
+ * thread in its pool), running blocks of calls of one side on command: the two sides take
+ * turns in short blocks, so that a machine whose speed drifts (other load, frequency, a
+ * noisy neighbour) slows both alike. */
+struct pool {
+    int threads;
+    pthread_t tid[MAX_THREADS];
+    struct curl_client curl[MAX_THREADS];
+    pthread_barrier_t start, done;
+    enum side side;
+    int calls, quit;
+};
+
+struct pool_arg {
+    struct pool *pool;
+    int index;
+};
+
+static void *pool_worker(void *arg) {
+    struct pool_arg *a = arg;
+    struct pool *p = a->pool;
+    for (;;) {
+        pthread_barrier_wait(&p->start);
+        if (p->quit) break;
+        for (int i = 0; i < p->calls; i++) one_call(p->side, &p->curl[a->index]);
+        pthread_barrier_wait(&p->done);
+    }
+    return NULL;
+}
+
+/* One block: `calls` calls by `side` in each pool thread (threads 0: in this thread, on `c`);
+ * wall and CPU seconds of the whole process added to `wall` and `cpu_s`. */
+static void run_block(struct pool *p, struct curl_client *c, enum side side, int calls,
+                      double *wall, double *cpu_s) {
+    double t0 = now(), c0 = cpu();
+    if (p->threads > 0) {
+        p->side = side;
+        p->calls = calls;
+        pthread_barrier_wait(&p->start);
+        pthread_barrier_wait(&p->done);
+    } else {
+        for (int i = 0; i < calls; i++) one_call(side, c);
+    }
+    *wall += now() - t0;
+    *cpu_s += cpu() - c0;
+}
+
+#define BLOCKS 10
+
+/* calls/s and CPU us/call for `calls` calls per thread (threads 0: sequential) and round. A
+ * round is BLOCKS blocks; in each, both sides make calls/BLOCKS calls per thread, the side
+ * going first alternating. */
 static void figure_calls(const char *what, int calls, int threads, int rounds, struct curl_client *c) {
     double rate[2][MAX_ROUNDS], cost[2][MAX_ROUNDS];
-    double units = (double)calls * (threads > 0 ? threads : 1);
-    for (int r = 0; r < rounds; r++)
-        for (int k = 0; k < 2; k++) {
-            enum side side = (r + k) % 2 ? LIBCURL : OURS; /* alternate who goes first */
-            double wall, cpu_s;
-            run_side(side, c, calls, threads, &wall, &cpu_s);
-            rate[side][r] = units / wall;
-            cost[side][r] = cpu_s * 1e6 / units;
+    int per_block = calls / BLOCKS > 0 ? calls / BLOCKS : 1;
+    double units = (double)per_block * BLOCKS * (threads > 0 ? threads : 1);
+    static struct pool p;
+    static struct pool_arg args[MAX_THREADS];
+    p = (struct pool){.threads = threads};
+    if (threads > 0) {
+        pthread_barrier_init(&p.start, NULL, threads + 1);
+        pthread_barrier_init(&p.done, NULL, threads + 1);
+        for (int i = 0; i < threads; i++) {
+            curl_client_init(&p.curl[i]);
+            args[i] = (struct pool_arg){&p, i};
+            pthread_create(&p.tid[i], NULL, pool_worker, &args[i]);
         }
+    }
+    double unused_wall = 0, unused_cpu = 0;
+    /* Off the clock: every thread's connections open, both sides' answers checked. */
+    run_block(&p, c, OURS, 2, &unused_wall, &unused_cpu);
+    run_block(&p, c, LIBCURL, 2, &unused_wall, &unused_cpu);
+    for (int r = 0; r < rounds; r++) {
+        double wall[2] = {0, 0}, cpu_s[2] = {0, 0};
+        for (int b = 0; b < BLOCKS; b++)
+            for (int k = 0; k < 2; k++) {
+                enum side side = (r + b + k) % 2 ? LIBCURL : OURS;
+                run_block(&p, c, side, per_block, &wall[side], &cpu_s[side]);
+            }
+        for (int side = 0; side < 2; side++) {
+            rate[side][r] = units / wall[side];
+            cost[side][r] = cpu_s[side] * 1e6 / units;
+        }
+    }
+    if (threads > 0) {
+        p.quit = 1;
+        pthread_barrier_wait(&p.start);
+        for (int i = 0; i < threads; i++) {
+            pthread_join(p.tid[i], NULL);
+            curl_client_free(&p.curl[i]);
+        }
+        pthread_barrier_destroy(&p.start);
+        pthread_barrier_destroy(&p.done);
+    }
     char name[160];
     snprintf(name, sizeof name, "%s_%s", key, what);
     report(name, "calls/s", rate[OURS], rate[LIBCURL], rounds, 1);
@@ -625,6 +711,24 @@ static void figure_slow(int threads, int per_thread, int delay_ms, int rounds) {
     report_one(name, "x_ideal", batch, rounds);
 }
 
+/* ---- count: calls to run under callgrind ------------------------------------------------ */
+
+/* `calls` checked calls by `side`. run.sh runs `count` under callgrind, collecting only inside
+ * this function, twice with different numbers of calls: the difference over the difference of
+ * calls is the instructions one call costs the client, set-up excluded. */
+__attribute__((noinline)) void measured_calls(enum side side, struct curl_client *c, int calls) {
+    for (int i = 0; i < calls; i++) one_call(side, c);
+}
+
+static int count_main(enum side side, int calls) {
+    struct curl_client c;
+    if (side == LIBCURL) curl_client_init(&c);
+    for (int i = 0; i < 2; i++) one_call(side, &c); /* off the count: set-up, connection */
+    measured_calls(side, &c, calls);
+    if (side == LIBCURL) curl_client_free(&c);
+    return failures ? 1 : 0;
+}
+
 /* ---- main ------------------------------------------------------------------------------- */
 
 static const char *arg_str(int argc, char **argv, const char *name, const char *def) {
@@ -640,7 +744,7 @@ static int arg_int(int argc, char **argv, const char *name, int def) {
 
 int main(int argc, char **argv) {
     if (argc < 3 || (strncmp(argv[2], "http://", 7) != 0 && strncmp(argv[2], "https://", 8) != 0)) {
-        fprintf(stderr, "usage: %s small|big|save|first|slow BASE --ref FILE [--ca FILE] [--key NAME]\n"
+        fprintf(stderr, "usage: %s small|big|save|first|slow|count BASE --ref FILE [--ca FILE] [--key NAME]\n"
                         "  [--rounds R] [--small N] [--threads T] [--per-thread M] [--calls K]\n"
                         "  [--dir DIR] [--delay-ms D]\n", argv[0]);
         return 2;
@@ -679,6 +783,12 @@ int main(int argc, char **argv) {
     }
 
     curl_global_init(CURL_GLOBAL_ALL);
+    if (strcmp(mode, "count") == 0) {
+        const char *side = arg_str(argc, argv, "--side", "ours");
+        int status = count_main(strcmp(side, "ours") == 0 ? OURS : LIBCURL, calls);
+        curl_global_cleanup();
+        return status;
+    }
     if (strcmp(mode, "small") == 0) {
         struct curl_client c;
         curl_client_init(&c);

@@ -37,11 +37,11 @@ MODE="${1:-full}"
 BIG_MB="${BIG_MB:-48}"
 THREADS="${THREADS:-8}"
 ROUNDS="${ROUNDS:-5}"
-SMALL=2000 PER_THREAD=300 BIG_CALLS=4 SAVE_CALLS=4 PY_CALLS=400 PY_ROUNDS=$ROUNDS
+SMALL=2000 PER_THREAD=300 BIG_CALLS=4 SAVE_CALLS=4 PY_CALLS=400 PY_ROUNDS=$ROUNDS INSTR_N1=20 INSTR_N2=120
 case "$MODE" in
     full) ;;
-    --quick) SMALL=300 PER_THREAD=60 BIG_CALLS=2 SAVE_CALLS=2 PY_CALLS=60 ROUNDS=3 PY_ROUNDS=3 ;;
-    --smoke) BIG_MB=2 THREADS=2 SMALL=20 PER_THREAD=5 BIG_CALLS=1 SAVE_CALLS=1 PY_CALLS=5 ROUNDS=1 PY_ROUNDS=1 ;;
+    --quick) SMALL=300 PER_THREAD=60 BIG_CALLS=2 SAVE_CALLS=2 PY_CALLS=60 ROUNDS=3 PY_ROUNDS=3 INSTR_N1=10 INSTR_N2=60 ;;
+    --smoke) BIG_MB=2 THREADS=2 SMALL=20 PER_THREAD=5 BIG_CALLS=1 SAVE_CALLS=1 PY_CALLS=5 ROUNDS=1 PY_ROUNDS=1 INSTR_N1=1 INSTR_N2=2 ;;
     *) echo "usage: run.sh [--quick|--smoke]" >&2; exit 2 ;;
 esac
 
@@ -185,10 +185,65 @@ SAVE_DIR="/dev/shm/opi-bench-$$"
 [[ -d /dev/shm ]] || SAVE_DIR="$RUN/save"
 mkdir -p "$SAVE_DIR"
 
-say "== small calls, keep-alive (calls/s; client CPU us/call)"
-bench small "$NGX" --ref "$RUN/small.json" --key nginx_http "${SMALL_ARGS[@]}"
-bench small "$NGXS" --ref "$RUN/small.json" --key nginx_https --ca "$CA" "${SMALL_ARGS[@]}"
-bench small "$LOCAL" --ref "$RUN/small.json" --key local_http "${SMALL_ARGS[@]}"
+# Small calls run with the client and the servers on one core (taskset, when there is one):
+# on a virtual machine, a call that wakes another core pays for the idle core's wake-up
+# (here 60-240 us per call against 30-40 us on one core, varying from round to round) and
+# which core a side's connection lands on decides its figure; on one core the client's own
+# cost is what differs between the sides.
+PIN=()
+if command -v taskset >/dev/null && taskset -c 0 true 2>/dev/null; then
+    PIN=(taskset -c 0)
+fi
+pin_servers() { # cpu list: move the servers (nginx master and workers, local_server) there
+    local pid
+    ((${#PIN[@]})) || return 0
+    for pid in "${PIDS[@]}" $(for p in "${PIDS[@]}"; do pgrep -P "$p"; done); do
+        taskset -a -p -c "$1" "$pid" >/dev/null 2>&1 || true
+    done
+}
+pin_servers 0
+say "== small calls, keep-alive (calls/s; client CPU us/call)${PIN:+; client and servers on CPU 0}"
+bench_pinned() { "${PIN[@]}" "$BENCH" "$@" --rounds "$ROUNDS" 2>&1 | tee -a "$LOG" || STATUS=1; }
+bench_pinned small "$NGX" --ref "$RUN/small.json" --key nginx_http "${SMALL_ARGS[@]}"
+bench_pinned small "$NGXS" --ref "$RUN/small.json" --key nginx_https --ca "$CA" "${SMALL_ARGS[@]}"
+bench_pinned small "$LOCAL" --ref "$RUN/small.json" --key local_http "${SMALL_ARGS[@]}"
+pin_servers "0-$(($(nproc) - 1))"
+# Instructions per call in the client (callgrind counts instructions, not time: the same
+# figure whatever else the machine does). Each side runs `count` twice under callgrind,
+# collecting only inside measured_calls(); the difference over the difference of calls is one
+# call, set-up excluded. glibc's `rep movsb`/`rep stosb` copies are turned off for both sides
+# (callgrind counts each byte of them as an instruction; the vector loops instead count as
+# what they cost).
+INSTR_TUNABLES="glibc.cpu.x86_rep_movsb_threshold=2147483647:glibc.cpu.x86_rep_stosb_threshold=2147483647"
+instructions() { # side base n [bench args...]: the client's instructions inside measured_calls
+    local side=$1 url=$2 n=$3 out
+    shift 3
+    out="$RUN/callgrind.$side.$n.out"
+    GLIBC_TUNABLES="$INSTR_TUNABLES" valgrind --tool=callgrind --callgrind-out-file="$out" \
+        --toggle-collect=measured_calls "$BENCH" count "$url" --side "$side" --calls "$n" "$@" \
+        >/dev/null 2>"$out.log" || { echo "run.sh: count under callgrind failed (see $out.log)" >&2; return 1; }
+    awk '/^(summary|totals):/ { print $2; exit }' "$out"
+}
+instr_figure() { # key base n1 n2 [bench args...]
+    local name=$1 url=$2 n1=$3 n2=$4 side a b
+    shift 4
+    declare -A per
+    for side in ours libcurl; do
+        a=$(instructions "$side" "$url" "$n1" "$@") && b=$(instructions "$side" "$url" "$n2" "$@") || { STATUS=1; return; }
+        per[$side]=$(( (b - a) / (n2 - n1) ))
+    done
+    say "$(printf '%-34s ours %10d  libcurl %10d instr/call ratio %s' "$name" "${per[ours]}" "${per[libcurl]}" \
+        "$(awk -v o="${per[ours]}" -v l="${per[libcurl]}" 'BEGIN { printf "%.2f", l / o }')")"
+    say "RESULT $name ours=${per[ours]} libcurl=${per[libcurl]} unit=instr/call ratio=$(awk -v o="${per[ours]}" -v l="${per[libcurl]}" 'BEGIN { printf "%.3f", l / o }')"
+}
+if command -v valgrind >/dev/null; then
+    say "== instructions per call in the client (callgrind; steady where timings are not)"
+    instr_figure nginx_http_instructions "$NGX" "$INSTR_N1" "$INSTR_N2" --ref "$RUN/small.json"
+    instr_figure nginx_https_instructions "$NGXS" "$INSTR_N1" "$INSTR_N2" --ref "$RUN/small.json" --ca "$CA"
+    instr_figure nginx_http_big_instructions "${NGX}big/" 1 2 --ref "$RUN/big.json"
+else
+    say "== instructions per call skipped: valgrind is not installed (apt-get install valgrind)"
+fi
 say "== $BIG_MB MiB b64_json, each side in a fresh process (MiB/s; CPU ms/MiB; peak RSS / body)"
 bench big "${NGX}big/" --ref "$RUN/big.json" --key nginx_http --calls "$BIG_CALLS"
 bench big "${NGXS}big/" --ref "$RUN/big.json" --key nginx_https --ca "$CA" --calls "$BIG_CALLS"
