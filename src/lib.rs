@@ -42,6 +42,8 @@ pub mod fuzzing;
 #[doc(hidden)]
 pub use crate::core::connect::resolve_for_tests;
 pub use crate::core::options::OPTION_KEYS;
+#[doc(hidden)]
+pub use crate::core::tls::ca_file_system_store_loads;
 pub use crate::core::{
     get_images_batch, get_images_stream, get_images_traced, Cancel, Endpoint, Error, Headers,
     ImageRequest, Options, StreamEvent, TraceEvent, USER_AGENT, VERSION,

@@ -7,7 +7,9 @@
 
 use super::error::Error;
 use super::options::{load_ca_file, redact_proxy, Options};
+use super::tls::{TlsSettings, Trust};
 use super::transport::build_agent;
+use rustls::pki_types::CertificateDer;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -209,7 +211,13 @@ pub(crate) fn for_route(route: &Route, options: &Options) -> Result<ureq::Agent,
     if key == AgentKey::default() {
         let mut default = DEFAULT.lock().unwrap_or_else(|e| e.into_inner());
         return Ok(default
-            .get_or_insert_with(|| build_agent(None, platform_tls()))
+            .get_or_insert_with(|| {
+                build_agent(
+                    None,
+                    platform_tls(),
+                    Some(Arc::new(TlsSettings::new(Trust::Platform))),
+                )
+            })
             .clone());
     }
     if let Some(agent) = AGENTS
@@ -269,16 +277,35 @@ fn build(key: &AgentKey) -> Result<ureq::Agent, Error> {
         })?),
         None => None,
     };
-    let tls = if key.no_verify {
-        TlsConfig::builder().disable_verification(true).build()
-    } else if let Some(path) = &key.ca_file {
-        TlsConfig::builder()
-            .root_certs(system_roots_and(load_ca_file(path)?))
-            .build()
-    } else {
-        platform_tls()
+    let file = match (&key.ca_file, key.no_verify) {
+        (Some(path), false) => Some(load_ca_file(path)?),
+        _ => None,
     };
-    Ok(build_agent(proxy, tls))
+    // Direct connections do TLS on our socket transport, with the trust built lazily (see
+    // `super::tls`); through a proxy, ureq's TLS layer does it, configured here.
+    let trust = match &file {
+        _ if key.no_verify => Trust::Off,
+        Some(certs) => Trust::CaFile(
+            certs
+                .iter()
+                .map(|c| CertificateDer::from(c.der().to_vec()))
+                .collect(),
+        ),
+        None => Trust::Platform,
+    };
+    let tls = match (key.no_verify, file, &proxy) {
+        (true, _, _) => TlsConfig::builder().disable_verification(true).build(),
+        (false, Some(certs), Some(_)) => TlsConfig::builder()
+            .root_certs(system_roots_and(certs))
+            .build(),
+        // Unused behind our own TLS; were it used, it would trust the file alone (narrower).
+        (false, Some(certs), None) => TlsConfig::builder()
+            .root_certs(RootCerts::Specific(Arc::new(certs)))
+            .build(),
+        (false, None, _) => platform_tls(),
+    };
+    let direct_tls = proxy.is_none().then(|| Arc::new(TlsSettings::new(trust)));
+    Ok(build_agent(proxy, tls, direct_tls))
 }
 
 /// The operating system's trusted roots plus `extra`. ureq cannot add a root to the platform

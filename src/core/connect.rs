@@ -21,6 +21,7 @@
 //!   whether a failure may be retried.
 
 use super::cancel::Cancel;
+use super::tls::TlsSettings;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -209,6 +210,79 @@ pub(super) struct Conn {
     /// The last operation was a read: the pool's probe right after a response is skipped
     /// (the probe before the next reuse still runs).
     just_read: bool,
+    /// TLS on this socket (direct `https://` connections; see [`super::tls`]): the buffers
+    /// then hold plaintext.
+    tls: Option<Box<Tls>>,
+}
+
+/// A TLS session on a [`Conn`]'s socket. rustls takes records at most 4 KiB at a time (one
+/// record at most); the socket is read in large reads into `staged`, from which rustls takes
+/// them, so that a 48 MiB answer costs a few hundred system calls, not twelve thousand.
+struct Tls {
+    session: rustls::ClientConnection,
+    staged: Vec<u8>,
+    /// `staged[start..end]` is read from the socket and not yet taken by rustls.
+    start: usize,
+    end: usize,
+}
+
+impl Tls {
+    /// Reads records into rustls: from `staged`, refilled from the socket when empty
+    /// (0: the server closed the connection).
+    fn read_tls(
+        &mut self,
+        stream: &TcpStream,
+        wanted: Option<Duration>,
+        reason: ureq::Timeout,
+    ) -> Result<usize, ureq::Error> {
+        if self.start == self.end {
+            let started = Instant::now();
+            let n = loop {
+                match (&*stream).read(&mut self.staged) {
+                    Ok(n) => break n,
+                    // Linux does not restart socket reads that have a timeout after a signal.
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                        if wanted.is_some_and(|w| started.elapsed() >= w) {
+                            return Err(ureq::Error::Timeout(reason));
+                        }
+                    }
+                    Err(e) if is_timeout(&e) => return Err(ureq::Error::Timeout(reason)),
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            self.start = 0;
+            self.end = n;
+        }
+        let mut available = &self.staged[self.start..self.end];
+        // At the end of the socket (nothing staged) rustls is told so: it reads 0 bytes.
+        let n = self.session.read_tls(&mut available)?;
+        self.start += n;
+        Ok(n)
+    }
+
+    /// Writes what rustls has queued for the socket, all of it.
+    fn write_tls(&mut self, stream: &TcpStream, reason: ureq::Timeout) -> Result<(), ureq::Error> {
+        while self.session.wants_write() {
+            match self.session.write_tls(&mut &*stream) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => return Err(ureq::Error::Timeout(reason)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Processes the records read; what rustls answers (an alert, a key update) goes out at
+    /// once.
+    fn process(&mut self, stream: &TcpStream) -> Result<(), ureq::Error> {
+        let processed = self.session.process_new_packets();
+        if self.session.wants_write() {
+            // Best effort: the server learns why (an alert), or gets its key update answered.
+            let _ = self.write_tls(stream, ureq::Timeout::Global);
+        }
+        processed.map(|_| ()).map_err(ureq::Error::Rustls)
+    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -227,14 +301,12 @@ impl Conn {
             read_timeout: None,
             write_timeout: None,
             just_read: false,
+            tls: None,
         }
     }
 
-    /// Writes the held output.
-    fn flush(&mut self, timeout: NextTimeout) -> Result<(), ureq::Error> {
-        if self.buffers.pending == 0 {
-            return Ok(());
-        }
+    /// Sets the socket's write timeout for `timeout` (only when it changes).
+    fn write_timeout_for(&mut self, timeout: NextTimeout) -> Result<(), ureq::Error> {
         let timeout = timeout.for_write();
         if timeout.after.is_zero() {
             return Err(ureq::Error::Timeout(timeout.reason));
@@ -245,12 +317,85 @@ impl Conn {
             self.stream.set_write_timeout(set)?;
             self.write_timeout = set;
         }
+        Ok(())
+    }
+
+    /// Sets the socket's read timeout for `timeout` (only when it changes); the wanted limit.
+    fn read_timeout_for(&mut self, timeout: NextTimeout) -> Result<Option<Duration>, ureq::Error> {
+        let timeout = timeout.for_read();
+        if timeout.after.is_zero() {
+            return Err(ureq::Error::Timeout(timeout.reason));
+        }
+        let wanted = timeout.not_zero().map(|d| *d);
+        if timeout_changed(self.read_timeout, wanted) {
+            let set = padded(wanted);
+            self.stream.set_read_timeout(set)?;
+            self.read_timeout = set;
+        }
+        Ok(wanted)
+    }
+
+    /// The TLS handshake on this connection, within `timeout` (the connect phase's). The
+    /// client's last handshake message stays queued: it leaves with the request, in one send.
+    fn start_tls(
+        &mut self,
+        config: Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+        timeout: NextTimeout,
+    ) -> Result<(), ureq::Error> {
+        let mut tls = Box::new(Tls {
+            session: rustls::ClientConnection::new(config, name)?,
+            staged: vec![0; self.buffers.input_size],
+            start: 0,
+            end: 0,
+        });
+        while tls.session.is_handshaking() {
+            if tls.session.wants_write() {
+                self.write_timeout_for(timeout)?;
+                tls.write_tls(&self.stream, timeout.reason)?;
+            } else {
+                let wanted = self.read_timeout_for(timeout)?;
+                if tls.read_tls(&self.stream, wanted, timeout.reason)? == 0 {
+                    return Err(ureq::Error::Tls(
+                        "the server closed the connection during the TLS handshake (does it speak HTTPS on this port?)",
+                    ));
+                }
+                tls.process(&self.stream)?;
+            }
+        }
+        self.tls = Some(tls);
+        Ok(())
+    }
+
+    /// Writes the held output (through TLS when the connection has it).
+    fn flush(&mut self, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        let tls_queued = self.tls.as_ref().is_some_and(|t| t.session.wants_write());
+        if self.buffers.pending == 0 && !tls_queued {
+            return Ok(());
+        }
+        self.write_timeout_for(timeout)?;
+        let reason = timeout.for_write().reason;
         let pending = self.buffers.pending;
         self.buffers.pending = 0;
-        match (&*self.stream).write_all(&self.buffers.output[..pending]) {
-            Ok(()) => Ok(()),
-            Err(e) if is_timeout(&e) => Err(ureq::Error::Timeout(timeout.reason)),
-            Err(e) => Err(e.into()),
+        let mut plain = &self.buffers.output[..pending];
+        let Some(tls) = self.tls.as_mut() else {
+            return match (&*self.stream).write_all(plain) {
+                Ok(()) => Ok(()),
+                Err(e) if is_timeout(&e) => Err(ureq::Error::Timeout(reason)),
+                Err(e) => Err(e.into()),
+            };
+        };
+        // Encrypted into records as rustls's queue takes them, the queue written out
+        // (vectored: the handshake's last message, the head and the body in one send).
+        loop {
+            let n = tls.session.writer().write(plain)?;
+            plain = &plain[n..];
+            if plain.is_empty() || n == 0 {
+                tls.write_tls(&self.stream, reason)?;
+            }
+            if plain.is_empty() {
+                return Ok(());
+            }
         }
     }
 }
@@ -300,30 +445,36 @@ impl Transport for Conn {
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
         self.flush(timeout)?;
-        let timeout = timeout.for_read();
-        if timeout.after.is_zero() {
-            return Err(ureq::Error::Timeout(timeout.reason));
-        }
-        let wanted = timeout.not_zero().map(|d| *d);
-        if timeout_changed(self.read_timeout, wanted) {
-            let set = padded(wanted);
-            self.stream.set_read_timeout(set)?;
-            self.read_timeout = set;
-        }
+        let wanted = self.read_timeout_for(timeout)?;
+        let reason = timeout.for_read().reason;
         let started = Instant::now();
         let input = self.buffers.input_append_buf();
-        let amount = loop {
-            match (&*self.stream).read(input) {
-                Ok(n) => break n,
-                // Linux does not restart socket reads that have a timeout after a signal.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    if wanted.is_some_and(|w| started.elapsed() >= w) {
-                        return Err(ureq::Error::Timeout(timeout.reason));
-                    }
+        let amount = match self.tls.as_mut() {
+            Some(tls) => loop {
+                match tls.session.reader().read(input) {
+                    Ok(n) => break n,
+                    // No plaintext yet: more records from the socket.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // Closed without close_notify: ureq treats it as the end of the stream.
+                    Err(e) => return Err(e.into()),
                 }
-                Err(e) if is_timeout(&e) => return Err(ureq::Error::Timeout(timeout.reason)),
-                Err(e) => return Err(e.into()),
-            }
+                // At the end of the socket rustls remembers it; the read above says how.
+                tls.read_tls(&self.stream, wanted, reason)?;
+                tls.process(&self.stream)?;
+            },
+            None => loop {
+                match (&*self.stream).read(input) {
+                    Ok(n) => break n,
+                    // Linux does not restart socket reads that have a timeout after a signal.
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                        if wanted.is_some_and(|w| started.elapsed() >= w) {
+                            return Err(ureq::Error::Timeout(reason));
+                        }
+                    }
+                    Err(e) if is_timeout(&e) => return Err(ureq::Error::Timeout(reason)),
+                    Err(e) => return Err(e.into()),
+                }
+            },
         };
         self.buffers.input_appended(amount);
         self.just_read = true;
@@ -334,7 +485,18 @@ impl Transport for Conn {
         if std::mem::take(&mut self.just_read) {
             return true;
         }
+        // Bytes a finished answer left behind (staged, or plaintext nobody asked for) make a
+        // connection as unusable as bytes waiting on the socket.
+        if let Some(tls) = self.tls.as_mut() {
+            if tls.start != tls.end || tls.session.reader().read(&mut [0u8; 1]).is_ok() {
+                return false;
+            }
+        }
         probe(&self.stream)
+    }
+
+    fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 }
 
@@ -462,6 +624,9 @@ impl Buffers for ConnBuffers {
 #[derive(Debug)]
 pub(super) struct HappyConnector {
     pub cache: Arc<DnsCache>,
+    /// TLS for `https://` URLs on the socket itself (direct agents); `None` leaves TLS to
+    /// ureq's layer after this connector (agents that go through a proxy).
+    pub tls: Option<Arc<TlsSettings>>,
 }
 
 impl<In: Transport> Connector<In> for HappyConnector {
@@ -492,13 +657,20 @@ impl<In: Transport> Connector<In> for HappyConnector {
         if details.config.no_delay() {
             stream.set_nodelay(true)?;
         }
-        let conn = Conn::new(
+        let mut conn = Conn::new(
             stream,
             details.config.input_buffer_size(),
             details.config.output_buffer_size(),
         );
         let handle = Arc::downgrade(&conn.stream) as Weak<dyn ShutdownHandle>;
         (details.register_shutdown)(handle)?;
+        if let Some(tls) = self.tls.as_ref().filter(|_| details.needs_tls()) {
+            let host = host_port(details.uri)
+                .map(|(host, _)| host)
+                .unwrap_or_default();
+            let name = super::tls::server_name(&host)?;
+            conn.start_tls(tls.config()?, name, details.timeout)?;
+        }
         Ok(Some(Either::B(conn)))
     }
 }

@@ -15,6 +15,7 @@ pub mod result;
 mod save;
 pub mod sse;
 pub mod stream;
+pub(crate) mod tls;
 pub mod transport;
 
 use std::time::{Duration, Instant};

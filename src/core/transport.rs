@@ -6,6 +6,7 @@ use super::connect::{self, DnsCache, HappyConnector, Outer};
 use super::error::{redact, Error};
 use super::options::Options;
 use super::request::{is_default_header, Headers};
+use super::tls::TlsSettings;
 use super::TraceEvent;
 use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};
@@ -86,7 +87,15 @@ impl Response {
 
 /// A new agent with our settings, going through `proxy` (`None`: direct) with `tls`. Which
 /// agent a call uses (one per proxy and TLS setting, cached) is decided in [`super::agent`].
-pub(super) fn build_agent(proxy: Option<ureq::Proxy>, tls: ureq::tls::TlsConfig) -> ureq::Agent {
+///
+/// `direct_tls`: TLS for `https://` URLs done on our socket transport (see `super::tls`);
+/// given for direct agents only. ureq's TLS layer, configured by `tls`, serves connections
+/// through a proxy (and stands unused behind a direct agent's own TLS).
+pub(super) fn build_agent(
+    proxy: Option<ureq::Proxy>,
+    tls: ureq::tls::TlsConfig,
+    direct_tls: Option<Arc<TlsSettings>>,
+) -> ureq::Agent {
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         // Redirects are followed by `exchange`: ureq turns a 307/308 after a POST into
@@ -112,6 +121,7 @@ pub(super) fn build_agent(proxy: Option<ureq::Proxy>, tls: ureq::tls::TlsConfig)
         .chain(ConnectProxyConnector::default())
         .chain(HappyConnector {
             cache: cache.clone(),
+            tls: direct_tls,
         })
         .chain(RustlsConnector::default());
     ureq::Agent::with_parts(config, Outer(chain), connect::Resolver { cache })
