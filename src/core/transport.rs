@@ -674,11 +674,13 @@ fn read_body(
             body.try_reserve_exact(grow + 1).map_err(|_| too_large())?;
             body.resize(filled + grow, 0);
         }
+        connect::align_next_read_with(body[filled..].as_ptr());
         match read_some(&mut reader, &mut body[filled..])? {
             0 => break,
             n => filled += n,
         }
     }
+    connect::align_next_read_with(std::ptr::null());
     body.truncate(filled);
     Ok(body)
 }
