@@ -153,12 +153,23 @@ impl UreqResolver for Resolver {
         config: &ureq::config::Config,
         _timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let mut out = self.empty();
+        // An IP literal (the common case for local servers) without lowercasing a copy.
+        if let (Some(host), Some(port)) = (uri.host(), uri.port_u16()) {
+            if let Ok(ip) = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+            {
+                out.push(SocketAddr::new(ip, port));
+                return Ok(out);
+            }
+        }
         let Some((host, port)) = host_port(uri) else {
             return Err(ureq::Error::BadUri(
                 "the URL has no host or a scheme without a known port".to_string(),
             ));
         };
-        let mut out = self.empty();
         if let Ok(ip) = host.parse::<IpAddr>() {
             out.push(SocketAddr::new(ip, port));
             return Ok(out);
