@@ -202,6 +202,24 @@ fn ca_file_of_another_ca_still_fails_with_code_tls() {
 }
 
 #[test]
+fn a_replaced_ca_file_is_trusted_within_a_second() {
+    // The file is looked at once a second at most; a changed one gets an agent of its own.
+    let server = TlsServer::start(images_handler());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corporate.pem");
+    std::fs::write(&path, TestCa::new().ca_pem).unwrap();
+    let options = json!({"ca_file": path_text(&path)});
+    assert_eq!(call(&server.url(), options.clone())["error"]["code"], "tls");
+    std::fs::write(&path, format!("{}\n", server.ca.ca_pem)).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_images(&call(&server.url(), options.clone()));
+    // And back: the old file's agent is not reused for the new version.
+    std::fs::write(&path, TestCa::new().ca_pem).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(call(&server.url(), options)["error"]["code"], "tls");
+}
+
+#[test]
 fn tls_verify_false_succeeds_and_says_so_in_trace_and_log() {
     let server = TlsServer::start(images_handler());
     let dir = tempfile::tempdir().unwrap();

@@ -6,7 +6,7 @@
 //! to look up or insert a clone, never while connecting.
 
 use super::error::Error;
-use super::options::{load_ca_file, redact_proxy, Options};
+use super::options::{ca_file_version, load_ca_file, redact_proxy, FileVersion, Options};
 use super::tls::{TlsSettings, Trust};
 use super::transport::build_agent;
 use rustls::pki_types::CertificateDer;
@@ -187,6 +187,8 @@ fn in_network(ip: IpAddr, net: IpAddr, bits: u32) -> bool {
 struct AgentKey {
     proxy: Option<String>,
     ca_file: Option<PathBuf>,
+    /// The version of `ca_file` (a replaced file gets an agent with its new roots).
+    ca_version: Option<FileVersion>,
     /// Stored inverted so that the derived default (all empty) is the default agent's key.
     no_verify: bool,
 }
@@ -198,14 +200,12 @@ pub(crate) fn for_url(url: &str, options: &Options) -> Result<ureq::Agent, Error
 
 /// The agent for a call taking `route` with `options`, when the route is already known.
 pub(crate) fn for_route(route: &Route, options: &Options) -> Result<ureq::Agent, Error> {
+    // Without verification there is nothing to trust: one agent serves every ca_file.
+    let ca_file = options.ca_file.as_ref().filter(|_| options.tls_verify);
     let key = AgentKey {
         proxy: route.proxy.clone(),
-        // Without verification there is nothing to trust: one agent serves every ca_file.
-        ca_file: if options.tls_verify {
-            options.ca_file.clone()
-        } else {
-            None
-        },
+        ca_version: ca_file.map(|path| ca_file_version(path)).transpose()?,
+        ca_file: ca_file.cloned(),
         no_verify: !options.tls_verify,
     };
     if key == AgentKey::default() {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What a call returns for a response: the body alone, or OPI's `adv_response` shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -208,32 +208,55 @@ impl Options {
     }
 }
 
+/// One version of a file: its size and modification time.
+pub(crate) type FileVersion = (u64, Option<std::time::SystemTime>);
+
+/// How long a checked `ca_file` is taken as unchanged without looking at it again.
+const CA_FILE_RECHECK: Duration = Duration::from_secs(1);
+
+/// Checked `ca_file`s: path -> (the version found valid, when it was last looked at).
+static CHECKED: Mutex<Option<HashMap<PathBuf, (FileVersion, Instant)>>> = Mutex::new(None);
+
 /// Checks that `path` is a readable PEM file with a certificate, as [`load_ca_file`] does,
-/// once per version of the file: a call with `ca_file` parses its options every time, and
-/// reading and decoding the file cost more than the rest of a small call's set-up. A file
-/// whose size or modification time changed is read again.
+/// once per version of the file, and looks at the file at most once a second: a call with
+/// `ca_file` parses its options every time, and reading and decoding the file cost more than
+/// the rest of a small call's set-up (a `stat` per call was one more system call than a call
+/// without it). A file whose size or modification time changed is read again; its version
+/// is part of the agent's key, so its new roots are what the next call trusts.
 fn check_ca_file(path: &Path) -> Result<(), Error> {
-    type Seen = HashMap<PathBuf, (u64, Option<std::time::SystemTime>)>;
-    static CHECKED: Mutex<Option<Seen>> = Mutex::new(None);
+    ca_file_version(path).map(|_| ())
+}
+
+/// The version of `path` found valid (see [`check_ca_file`]).
+pub(crate) fn ca_file_version(path: &Path) -> Result<FileVersion, Error> {
+    let cached = CHECKED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|c| c.get(path).copied());
+    if let Some((version, at)) = cached {
+        if at.elapsed() < CA_FILE_RECHECK {
+            return Ok(version);
+        }
+    }
     let version = std::fs::metadata(path)
         .ok()
         .map(|m| (m.len(), m.modified().ok()));
-    let known = |checked: &Option<Seen>| {
-        version.is_some() && checked.as_ref().and_then(|c| c.get(path)) == version.as_ref()
+    let unchanged = version.is_some() && cached.map(|(v, _)| v) == version;
+    if !unchanged {
+        load_ca_file(path)?;
+    }
+    // A file that could be read but not stat'ed (rare) is checked at every call.
+    let Some(version) = version else {
+        return Ok((0, None));
     };
-    if known(&CHECKED.lock().unwrap_or_else(|e| e.into_inner())) {
-        return Ok(());
+    let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
+    let map = checked.get_or_insert_with(HashMap::new);
+    if map.len() >= 64 {
+        map.clear();
     }
-    load_ca_file(path)?;
-    if let Some(version) = version {
-        let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
-        let map = checked.get_or_insert_with(HashMap::new);
-        if map.len() >= 64 {
-            map.clear();
-        }
-        map.insert(path.to_path_buf(), version);
-    }
-    Ok(())
+    map.insert(path.to_path_buf(), (version, Instant::now()));
+    Ok(version)
 }
 
 /// Reads a PEM bundle: every certificate in it, at least one.
