@@ -4,9 +4,10 @@
 
 mod support;
 
-use opi_openai::{ca_file_system_store_loads, ImageRequest};
+use opi_openai::{ca_file_system_store_loads, Cancel, ImageRequest};
 use serde_json::{json, Value};
 use std::path::Path;
+use std::time::{Duration, Instant};
 use support::server::images_handler;
 use support::tls::TlsServer;
 use support::{error_code, get_images_ex, parse, Action, TestServer};
@@ -124,4 +125,113 @@ fn tls_verify_false_talks_to_a_server_no_trust_vouches_for() {
     let result = parse(&call(&server.url(), json!({ "tls_verify": false })));
     assert!(result["data"][0]["b64_json"].is_string(), "{result}");
     assert_eq!(server.handshakes(), 1);
+}
+
+/// A TCP listener that accepts and never speaks: a TLS handshake with it waits.
+fn silent_tls_server() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/", listener.local_addr().unwrap());
+    (listener, url)
+}
+
+fn cancelled_within_a_second(url: &str, options: Value) {
+    let token = Cancel::new();
+    let canceller = token.clone();
+    let started = Instant::now();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        canceller.cancel();
+    });
+    let result = token.scope(|| call(url, options));
+    let took = started.elapsed();
+    t.join().unwrap();
+    assert_eq!(
+        error_code(&result).as_deref(),
+        Some("cancelled"),
+        "{result}"
+    );
+    assert!(took < Duration::from_secs(1), "returned after {took:?}");
+}
+
+#[test]
+fn cancel_ends_a_call_waiting_in_the_tls_handshake() {
+    let (_listener, url) = silent_tls_server();
+    cancelled_within_a_second(&url, json!({ "timeout": 20, "connect_timeout": 20 }));
+}
+
+#[test]
+fn the_connect_timeout_bounds_a_tls_handshake_that_never_ends() {
+    let (_listener, url) = silent_tls_server();
+    let started = Instant::now();
+    let result = call(
+        &url,
+        json!({ "timeout": 20, "connect_timeout": 1, "retries": 0 }),
+    );
+    assert_eq!(error_code(&result).as_deref(), Some("timeout"), "{result}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn cancel_ends_a_call_waiting_for_the_answer_over_tls() {
+    let server = TlsServer::start(|_, _| Action::Hang(Duration::from_secs(30)));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = path_text(&server.ca.write_ca(dir.path(), "ca.pem"));
+    cancelled_within_a_second(&server.url(), json!({ "ca_file": ca, "timeout": 20 }));
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[test]
+fn a_stream_over_tls_delivers_its_events_as_they_arrive() {
+    use support::sse::{completed_json, event, partial_json, sse_head};
+    let mut pieces = vec![(Duration::ZERO, sse_head())];
+    for k in 0..3 {
+        let e = event(
+            "image_generation.partial_image",
+            &partial_json(k, "UEFSVElBTA=="),
+            "\n",
+        );
+        pieces.push((Duration::from_millis(30), e.into_bytes()));
+    }
+    let done = event(
+        "image_generation.completed",
+        &completed_json("RklOQUw="),
+        "\n",
+    );
+    pieces.push((Duration::from_millis(30), done.into_bytes()));
+    let server = TlsServer::start(move |_, _| Action::Pieces(pieces.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = path_text(&server.ca.write_ca(dir.path(), "ca.pem"));
+    let options = opi_openai::Options::parse(&json!({ "ca_file": ca }).to_string()).unwrap();
+    let req = ImageRequest {
+        url: &server.url(),
+        token: TOKEN,
+        model: "gpt-image-1.5",
+        descr: "{'prompt':'p','partial_images':3}",
+        headers: "",
+    };
+    let mut kinds = Vec::new();
+    let result = opi_openai::get_images_stream(
+        &req,
+        &options,
+        &mut |e: &opi_openai::StreamEvent| {
+            kinds.push(e.kind.to_string());
+            true
+        },
+        &mut |_| {},
+    );
+    let result = parse(&result);
+    assert_eq!(result["data"][0]["b64_json"], "RklOQUw=", "{result}");
+    assert_eq!(
+        kinds,
+        [
+            "image_generation.partial_image",
+            "image_generation.partial_image",
+            "image_generation.partial_image",
+            "image_generation.completed"
+        ]
+    );
 }
