@@ -235,3 +235,37 @@ fn a_stream_over_tls_delivers_its_events_as_they_arrive() {
         ]
     );
 }
+
+#[test]
+fn a_small_answer_after_a_large_one_over_tls_does_not_wait() {
+    let big = format!(
+        r#"{{"created":1,"data":[{{"b64_json":"{}"}}]}}"#,
+        "A".repeat(1 << 20)
+    );
+    let small = r#"{"created":2,"data":[{"b64_json":"QQ=="}]}"#;
+    let big_len = big.len();
+    let server = TlsServer::start(move |_, i| {
+        let body = if i % 2 == 0 {
+            big.clone()
+        } else {
+            small.to_string()
+        };
+        Action::Reply(support::Reply::json(200, body))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca = path_text(&server.ca.write_ca(dir.path(), "ca.pem"));
+    let started = Instant::now();
+    for i in 0..6 {
+        let result = call(
+            &server.url(),
+            json!({ "ca_file": ca, "timeout": 10, "retries": 0 }),
+        );
+        assert_eq!(result.len(), if i % 2 == 0 { big_len } else { small.len() });
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.handshakes(), 1);
+}

@@ -430,3 +430,75 @@ fn cancel_ends_a_blocked_call_through_socks5_and_connect_proxies() {
         assert!(started.elapsed() < Duration::from_secs(1), "{proxy}");
     }
 }
+
+// ---- large reads that wait for more (SO_RCVLOWAT) ----
+
+/// A 1 MiB answer then a small one, alternately, on the same kept-alive connection: reads of
+/// a large body wait for 128 KiB at a time; the small answers after them must not wait.
+#[test]
+fn a_small_answer_after_a_large_one_on_the_same_connection_does_not_wait() {
+    let big = format!(
+        r#"{{"created":1,"data":[{{"b64_json":"{}"}}]}}"#,
+        "A".repeat(1 << 20)
+    );
+    let big_len = big.len();
+    let server = TestServer::start(move |_, i| {
+        if i % 2 == 0 {
+            Action::Reply(Reply::json(200, big.clone()))
+        } else {
+            Action::Reply(Reply::json(200, OK))
+        }
+    });
+    let started = Instant::now();
+    for i in 0..6 {
+        let result = call_with(&server.url(), "", r#"{"timeout": 10, "retries": 0}"#);
+        if i % 2 == 0 {
+            assert_eq!(
+                result.len(),
+                big_len,
+                "{}",
+                &result[..200.min(result.len())]
+            );
+        } else {
+            assert_eq!(result, OK);
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.requests().len(), 6);
+}
+
+/// A large body that stops arriving ends in the timeout, and the next call (its reads no
+/// longer waiting for a large body) answers at once.
+#[test]
+fn a_large_body_that_stops_times_out_and_the_next_call_does_not_wait() {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        4 << 20
+    );
+    let mut first = head.into_bytes();
+    first.extend(std::iter::repeat_n(b' ', 1 << 20));
+    let server = TestServer::start(move |_, i| {
+        if i == 0 {
+            Action::Pieces(vec![
+                (Duration::ZERO, first.clone()),
+                (Duration::from_secs(5), Vec::new()),
+            ])
+        } else {
+            Action::Reply(Reply::json(200, OK))
+        }
+    });
+    let result = call_with(&server.url(), "", r#"{"timeout": 1, "retries": 0}"#);
+    assert_eq!(error_code(&result).as_deref(), Some("timeout"), "{result}");
+    let started = Instant::now();
+    let result = call_with(&server.url(), "", r#"{"timeout": 10, "retries": 0}"#);
+    assert_eq!(result, OK);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -644,6 +644,15 @@ fn read_body(
     }
     let cap = declared.unwrap_or(limit).min(limit);
     let mut reader = resp.body_mut().with_config().limit(limit).reader();
+    // The hints below describe this body only: cleared however the reading ends.
+    struct ClearHints;
+    impl Drop for ClearHints {
+        fn drop(&mut self) {
+            connect::align_next_read_with(std::ptr::null());
+            connect::expect_at_least(0);
+        }
+    }
+    let _clear = ClearHints;
     let mut body: Vec<u8> = Vec::new();
     let first = usize::try_from(declared.unwrap_or(0).min(UPFRONT_RESERVE)).unwrap_or(0);
     body.try_reserve_exact(first + 1).map_err(|_| too_large())?;
@@ -675,12 +684,14 @@ fn read_body(
             body.resize(filled + grow, 0);
         }
         connect::align_next_read_with(body[filled..].as_ptr());
+        if let Some(declared) = declared {
+            connect::expect_at_least(declared.saturating_sub(filled as u64));
+        }
         match read_some(&mut reader, &mut body[filled..])? {
             0 => break,
             n => filled += n,
         }
     }
-    connect::align_next_read_with(std::ptr::null());
     body.truncate(filled);
     Ok(body)
 }
