@@ -252,20 +252,7 @@ impl Tls {
         reason: ureq::Timeout,
     ) -> Result<usize, ureq::Error> {
         if self.start == self.end {
-            let started = Instant::now();
-            let n = loop {
-                match (&*stream).read(&mut self.staged) {
-                    Ok(n) => break n,
-                    // Linux does not restart socket reads that have a timeout after a signal.
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                        if wanted.is_some_and(|w| started.elapsed() >= w) {
-                            return Err(ureq::Error::Timeout(reason));
-                        }
-                    }
-                    Err(e) if is_timeout(&e) => return Err(ureq::Error::Timeout(reason)),
-                    Err(e) => return Err(e.into()),
-                }
-            };
+            let n = read_socket(stream, &mut self.staged, wanted, reason)?;
             self.start = 0;
             self.end = n;
         }
@@ -427,6 +414,30 @@ impl Conn {
     }
 }
 
+/// One read from the socket (its timeout already set for `wanted`), retried when a signal
+/// interrupts it within the time.
+fn read_socket(
+    stream: &TcpStream,
+    buf: &mut [u8],
+    wanted: Option<Duration>,
+    reason: ureq::Timeout,
+) -> Result<usize, ureq::Error> {
+    let started = Instant::now();
+    loop {
+        match (&*stream).read(buf) {
+            Ok(n) => return Ok(n),
+            // Linux does not restart socket reads that have a timeout after a signal.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                if wanted.is_some_and(|w| started.elapsed() >= w) {
+                    return Err(ureq::Error::Timeout(reason));
+                }
+            }
+            Err(e) if is_timeout(&e) => return Err(ureq::Error::Timeout(reason)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Copies are made in pieces of at most this many bytes (see [`copy_in_pieces`]).
 const COPY_PIECE: usize = 2048;
 
@@ -525,7 +536,6 @@ impl Transport for Conn {
         self.apply_lowat();
         let wanted = self.read_timeout_for(timeout)?;
         let reason = timeout.for_read().reason;
-        let started = Instant::now();
         let input = self.buffers.input_append_buf();
         let amount = match self.tls.as_mut() {
             Some(tls) => loop {
@@ -547,19 +557,7 @@ impl Transport for Conn {
                 tls.read_tls(&self.stream, wanted, reason)?;
                 tls.process(&self.stream)?;
             },
-            None => loop {
-                match (&*self.stream).read(input) {
-                    Ok(n) => break n,
-                    // Linux does not restart socket reads that have a timeout after a signal.
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                        if wanted.is_some_and(|w| started.elapsed() >= w) {
-                            return Err(ureq::Error::Timeout(reason));
-                        }
-                    }
-                    Err(e) if is_timeout(&e) => return Err(ureq::Error::Timeout(reason)),
-                    Err(e) => return Err(e.into()),
-                }
-            },
+            None => read_socket(&self.stream, input, wanted, reason)?,
         };
         self.buffers.input_appended(amount);
         self.just_read = true;
