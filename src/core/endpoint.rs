@@ -22,7 +22,7 @@ const MAX_URL: usize = 32 * 1024;
 /// assert_eq!(e.as_str(), "https://api.openai.com/v1/images/generations");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint(String);
+pub struct Endpoint(String, ureq::http::Uri);
 
 impl Endpoint {
     /// Applies the rule to `base`; an empty base or one that is not an `http(s)://` URL is an
@@ -93,20 +93,26 @@ impl Endpoint {
         }
         // The sender parses the URL as an `http::Uri`: refuse here what it would refuse
         // there, so that the error names `url` and nothing is sent.
-        if let Err(e) = url.parse::<ureq::http::Uri>() {
-            return Err(Error::invalid(
+        match url.parse::<ureq::http::Uri>() {
+            // Kept: the sender uses it as parsed here.
+            Ok(uri) => Ok(Endpoint(url, uri)),
+            Err(e) => Err(Error::invalid(
                 "url",
                 format!(
                     "url is not a valid URL ({e}): percent-encode characters such as <, > and `"
                 ),
-            ));
+            )),
         }
-        Ok(Endpoint(url))
     }
 
     /// The full URL.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The full URL, parsed.
+    pub(crate) fn uri(&self) -> &ureq::http::Uri {
+        &self.1
     }
 }
 

@@ -221,7 +221,7 @@ fn call(
     }
     let resp = transport::post(
         &agent,
-        endpoint.as_str(),
+        &endpoint,
         &headers,
         &body,
         req.token,

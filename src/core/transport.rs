@@ -3,6 +3,7 @@
 use super::agent;
 use super::cancel::Cancel;
 use super::connect::{self, DnsCache, HappyConnector, Outer};
+use super::endpoint::Endpoint;
 use super::error::{redact, Error};
 use super::options::Options;
 use super::request::{is_default_header, Headers};
@@ -268,7 +269,7 @@ fn with_trust_hint(message: String) -> String {
 #[allow(clippy::too_many_arguments)]
 pub fn post(
     agent: &ureq::Agent,
-    url: &str,
+    endpoint: &Endpoint,
     headers: &Headers,
     body: &str,
     token: &str,
@@ -276,6 +277,7 @@ pub fn post(
     stream: bool,
     trace: &mut dyn FnMut(&TraceEvent),
 ) -> Result<Response, Error> {
+    let url = endpoint.as_str();
     let header_bytes = headers.wire_len() + url.len() + 64;
     if header_bytes > MAX_HEADER_BYTES {
         return Err(Error::invalid(
@@ -291,7 +293,7 @@ pub fn post(
         |remaining| {
             exchange_with(
                 agent,
-                url,
+                (url, Some(endpoint.uri())),
                 headers,
                 Some(body.as_bytes()),
                 options,
@@ -417,14 +419,23 @@ pub(super) fn exchange(
     token: &str,
     remaining: Duration,
 ) -> Result<Response, Fail> {
-    exchange_with(agent, url, headers, body, options, token, remaining, false)
+    exchange_with(
+        agent,
+        (url, None),
+        headers,
+        body,
+        options,
+        token,
+        remaining,
+        false,
+    )
 }
 
 /// [`exchange`], handing a 2xx event stream over unread when `stream` is set.
 #[allow(clippy::too_many_arguments)]
 fn exchange_with(
     agent: &ureq::Agent,
-    url: &str,
+    (url, parsed): (&str, Option<&Uri>),
     headers: &Headers,
     mut body: Option<&[u8]>,
     options: &Options,
@@ -452,7 +463,7 @@ fn exchange_with(
         }
         let resp = send_once(
             hop_agent.as_ref().unwrap_or(agent),
-            &current,
+            (&current, parsed.filter(|_| hop == 0)),
             headers,
             body,
             same_origin,
@@ -517,6 +528,21 @@ fn fail(err: ureq::Error, options: &Options, token: &str, idempotent: bool) -> F
     }
 }
 
+/// The `http` constant for one of the library's own header names (no parsing per call).
+fn known_name(name: &str) -> Option<HeaderName> {
+    use ureq::http::header;
+    Some(match name {
+        "Accept" => header::ACCEPT,
+        "Accept-Charset" => header::ACCEPT_CHARSET,
+        "Accept-Encoding" => header::ACCEPT_ENCODING,
+        "Connection" => header::CONNECTION,
+        "Content-Type" => header::CONTENT_TYPE,
+        "User-Agent" => header::USER_AGENT,
+        "Authorization" => header::AUTHORIZATION,
+        _ => return None,
+    })
+}
+
 /// Sends one request and waits for the response head. The request is built directly (a
 /// request builder moves its parts at every header); default header names are recognised by
 /// `http` without allocating. An invalid header is an `http` error, as the builder gives.
@@ -524,7 +550,7 @@ fn fail(err: ureq::Error, options: &Options, token: &str, idempotent: bool) -> F
 fn run<B: ureq::AsSendBody>(
     agent: &ureq::Agent,
     method: Method,
-    url: &str,
+    (url, parsed): (&str, Option<&Uri>),
     body: B,
     headers: &Headers,
     same_origin: bool,
@@ -535,10 +561,14 @@ fn run<B: ureq::AsSendBody>(
     let with_body = method == Method::POST;
     let mut request = Request::new(body);
     *request.method_mut() = method;
-    *request.uri_mut() = url.parse::<Uri>().map_err(|e| http(e.into()))?;
+    *request.uri_mut() = match parsed {
+        Some(uri) => uri.clone(),
+        None => url.parse::<Uri>().map_err(|e| http(e.into()))?,
+    };
     let map = request.headers_mut();
     map.reserve(headers.len());
     for (name, value) in headers.entries() {
+        let name_text = name;
         let skip = (!same_origin && !is_default_header(name))
             || (!with_body && name.eq_ignore_ascii_case("content-type"));
         if !skip {
@@ -547,10 +577,15 @@ fn run<B: ureq::AsSendBody>(
                 Cow::Borrowed(text) => HeaderValue::from_static(text),
                 Cow::Owned(text) => HeaderValue::from_str(text).map_err(|e| http(e.into()))?,
             };
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).map_err(|e| http(e.into()))?,
-                value,
-            );
+            let name = match name {
+                Cow::Borrowed(text) => known_name(text),
+                Cow::Owned(_) => None,
+            };
+            let name = match name {
+                Some(name) => name,
+                None => HeaderName::from_bytes(name_text.as_bytes()).map_err(|e| http(e.into()))?,
+            };
+            map.append(name, value);
         }
     }
     let request = agent
@@ -564,7 +599,7 @@ fn run<B: ureq::AsSendBody>(
 #[allow(clippy::too_many_arguments)]
 fn send_once(
     agent: &ureq::Agent,
-    url: &str,
+    url: (&str, Option<&Uri>),
     headers: &Headers,
     body: Option<&[u8]>,
     same_origin: bool,
