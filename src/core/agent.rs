@@ -66,12 +66,10 @@ fn env_route(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Route, E
             source,
         })
     };
-    let Ok(uri) = url.parse::<ureq::http::Uri>() else {
-        return direct("environment");
-    };
-    let https = uri
-        .scheme_str()
-        .is_some_and(|s| s.eq_ignore_ascii_case("https"));
+    // The scheme from the text: most calls have no proxy variable set, and need no parse.
+    let https = url
+        .get(..6)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https:"));
     // Lower case first, as curl does; HTTP_PROXY is honoured in capitals too (curl refuses it
     // only to guard CGI scripts, where a request header can set it; not our situation).
     let names: [&'static str; 4] = if https {
@@ -83,6 +81,9 @@ fn env_route(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Route, E
         .iter()
         .find_map(|n| env(n).filter(|v| !v.trim().is_empty()).map(|v| (*n, v)))
     else {
+        return direct("environment");
+    };
+    let Ok(uri) = url.parse::<ureq::http::Uri>() else {
         return direct("environment");
     };
     let host = uri.host().unwrap_or("");
