@@ -180,6 +180,18 @@ static int thread_count() {
     return n;
 }
 
+// The thread count once it has come down to `want`, waiting up to a second for that: a thread
+// already joined can stay listed in /proc/self/task for a moment (pthread_join returns when the
+// kernel clears its tid, before the kernel reaps it). A thread left running stays listed.
+static int settled_thread_count(int want) {
+    int n = thread_count();
+    for (int i = 0; i < 100 && n != want; i++) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        n = thread_count();
+    }
+    return n;
+}
+
 static std::string utf8(const std::u16string& s) {
     std::string out;
     for (size_t i = 0; i < s.size(); i++) {
@@ -1149,7 +1161,8 @@ static void cycles(const Context& ctx, int n) {
     check(good == n, "%d of %d cycles clean", good, n);
     check(memory.live.empty() && memory.allocations >= size_t(2 * n),
           "host allocations back to 0 after %d cycles (%zu made, %zu left)", n, memory.allocations, memory.live.size());
-    check(thread_count() == threads, "no thread left behind (%d, was %d)", thread_count(), threads);
+    int left = settled_thread_count(threads);
+    check(left == threads, "no thread left behind (%d, was %d)", left, threads);
 }
 
 // ---- Panics (a debug build's panic probe, see src/boundary.rs) ------------------------------
@@ -1254,7 +1267,8 @@ static void run(const Context& ctx, Order order, Teardown teardown) {
     host.alive = false;
     printf("figure - [%s] teardown with two jobs in flight took %.1f ms\n", scenario.c_str(), teardown_ms);
     check(teardown_ms < 5000, "teardown cancels the jobs in flight at once (%.1f ms)", teardown_ms);
-    check(thread_count() == threads, "no worker thread left behind (%d threads, %d before)", thread_count(), threads);
+    int left = settled_thread_count(threads);
+    check(left == threads, "no worker thread left behind (%d threads, %d before)", left, threads);
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     check(host.late_events == 0, "no event after the teardown (%d)", host.late_events.load());
     if (!stream_temp_file.empty()) {
