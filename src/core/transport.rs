@@ -32,6 +32,8 @@ const MAX_REDIRECTS: u32 = 5;
 /// The most reserved for a body before its bytes arrive, whatever its Content-Length says;
 /// the buffer then grows with the bytes that actually arrive.
 const UPFRONT_RESERVE: u64 = 8 * 1024 * 1024;
+/// How much of the body's buffer is zeroed ahead of the bytes read into it (see [`read_body`]).
+const ZERO_AHEAD: usize = 256 * 1024;
 
 /// A response as received: status, headers in order, and the decoded body.
 #[derive(Debug)]
@@ -666,7 +668,8 @@ fn send_once(
 /// declared length over the limit is refused before reading, at most [`UPFRONT_RESERVE`] is
 /// reserved before bytes arrive, and the buffer grows (with `try_reserve`: a failed
 /// reservation is `too_large`, not an abort) as bytes arrive, up to the declared length. The
-/// buffer keeps one byte of room past the body, for the NUL the C API appends.
+/// buffer keeps one byte of room past the body, for the NUL the C API appends. Its room is
+/// zeroed [`ZERO_AHEAD`] bytes at a time, just before the bytes land there.
 fn read_body(
     resp: &mut ureq::http::Response<ureq::Body>,
     limit: u64,
@@ -691,11 +694,12 @@ fn read_body(
     let mut body: Vec<u8> = Vec::new();
     let first = usize::try_from(declared.unwrap_or(0).min(UPFRONT_RESERVE)).unwrap_or(0);
     body.try_reserve_exact(first + 1).map_err(|_| too_large())?;
-    body.resize(first, 0);
-    // `body[..filled]` holds what arrived; the rest of `body` is zeroed room to read into.
+    // `body[..filled]` holds what arrived; `body[filled..]` is zeroed room to read into, at
+    // most ZERO_AHEAD bytes; `room` bytes are reserved (and one more, for the NUL).
+    let mut room = first;
     let mut filled = 0;
     loop {
-        if filled == body.len() {
+        if filled == room {
             if filled as u64 >= cap {
                 // All that was declared arrived: one more read sees the end (and hands the
                 // connection back to the pool) without growing the buffer.
@@ -706,6 +710,7 @@ fn read_body(
                         body.try_reserve(2).map_err(|_| too_large())?;
                         body.push(probe[0]);
                         filled += 1;
+                        room = filled;
                         continue;
                     }
                 }
@@ -715,8 +720,15 @@ fn read_body(
             let len = filled as u64;
             let grow = len.max(64 * 1024).min(cap.saturating_sub(len)).max(1);
             let grow = usize::try_from(grow).map_err(|_| too_large())?;
-            body.try_reserve_exact(grow + 1).map_err(|_| too_large())?;
-            body.resize(filled + grow, 0);
+            room = room.checked_add(grow).ok_or_else(too_large)?;
+            body.try_reserve_exact(room + 1 - body.len())
+                .map_err(|_| too_large())?;
+        }
+        if filled == body.len() {
+            // Zeroed just ahead of the bytes that will overwrite it: the zeroing (and the
+            // page faults of a fresh block) and the copy that follows meet in the cache,
+            // instead of two passes over the whole buffer.
+            body.resize(room.min(filled + ZERO_AHEAD), 0);
         }
         connect::align_next_read_with(body[filled..].as_ptr());
         if let Some(declared) = declared {
@@ -796,5 +808,55 @@ mod tests {
         let got = server_wait(&r(vec![("retry-after", &date)])).unwrap();
         assert!(got > Duration::from_secs(25) && got <= Duration::from_secs(30));
         assert_eq!(server_wait(&r(vec![])), None);
+    }
+
+    fn body_of(bytes: Vec<u8>, declared: bool) -> ureq::http::Response<ureq::Body> {
+        let body = if declared {
+            ureq::Body::builder().data(bytes)
+        } else {
+            ureq::Body::builder().reader(io::Cursor::new(bytes))
+        };
+        ureq::http::Response::new(body)
+    }
+
+    #[test]
+    fn read_body_returns_every_byte_in_a_buffer_of_the_declared_size_plus_the_nul() {
+        // Sizes around the zeroed window and the up-front reserve, which the buffer crosses.
+        let sizes = [
+            0,
+            1,
+            ZERO_AHEAD - 1,
+            ZERO_AHEAD,
+            ZERO_AHEAD + 1,
+            3 * ZERO_AHEAD + 17,
+            UPFRONT_RESERVE as usize + 5,
+        ];
+        for size in sizes {
+            let bytes: Vec<u8> = (0..size).map(|i| (i * 7 + i / 251) as u8).collect();
+            let got = read_body(&mut body_of(bytes.clone(), true), u64::MAX).unwrap();
+            assert!(got == bytes, "declared {size}: the bytes differ");
+            assert_eq!(got.capacity(), size + 1, "declared {size}: capacity");
+            let got = read_body(&mut body_of(bytes.clone(), false), u64::MAX).unwrap();
+            assert!(got == bytes, "undeclared {size}: the bytes differ");
+            assert!(
+                got.capacity() > size,
+                "undeclared {size}: no room for the NUL"
+            );
+        }
+    }
+
+    #[test]
+    fn read_body_refuses_a_body_over_the_limit_declared_or_not() {
+        let bytes = vec![b'x'; 3 * ZERO_AHEAD];
+        let limit = 2 * ZERO_AHEAD as u64;
+        for declared in [true, false] {
+            let got = read_body(&mut body_of(bytes.clone(), declared), limit);
+            assert!(
+                matches!(got, Err(ureq::Error::BodyExceedsLimit(_))),
+                "declared {declared}: {got:?}"
+            );
+        }
+        let exact = read_body(&mut body_of(bytes.clone(), false), bytes.len() as u64).unwrap();
+        assert_eq!(exact.len(), bytes.len());
     }
 }
