@@ -25,8 +25,9 @@
  *          going first alternating: a machine whose speed drifts slows both alike.
  *   big    --calls K big calls per round, each side in a fresh child process: MiB/s, client
  *          CPU per MiB and the child's peak RSS (getrusage of the child, from wait4).
- *   save   ours only, big calls with {"save_dir": DIR, "drop_b64": true} in a fresh child:
- *          time, peak RSS; the files are checked (size) and removed. Each round also runs
+ *   save   ours only, big calls with {"save_dir": DIR, "drop_b64": true} in a fresh child
+ *          (--keep-b64: without drop_b64, the answer keeps its base64): time, peak RSS; the
+ *          files are checked (size) and removed. Each round also runs
  *          the same calls without save_dir: the decode+write rate is the base64 bytes over
  *          the time difference (noisy when the difference is small; a 0 means "no slower").
  *   first  one call in a fresh child process per side and round: the first call's time.
@@ -77,6 +78,7 @@ static const char *MODEL = "dall-e-3";
 
 /* Settings from the command line. */
 static const char *base, *ca, *ref_path, *key = "run", *dir, *self;
+static int keep_b64; /* save: without drop_b64 */
 static char url[700], options[1200];
 static int failures;
 static pthread_mutex_t fail_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -454,8 +456,9 @@ static int child_main(enum side side, const char *what, int calls) {
     int save = strcmp(what, "save") == 0, first = strcmp(what, "first") == 0;
     char opts[1600];
     if (save)
-        snprintf(opts, sizeof opts, "{\"save_dir\":\"%s\",\"drop_b64\":true%s%s%s}", dir,
-                 ca ? ",\"ca_file\":\"" : "", ca ? ca : "", ca ? "\"" : "");
+        snprintf(opts, sizeof opts, "{\"save_dir\":\"%s\",\"drop_b64\":%s%s%s%s}", dir,
+                 keep_b64 ? "false" : "true", ca ? ",\"ca_file\":\"" : "", ca ? ca : "",
+                 ca ? "\"" : "");
     else
         snprintf(opts, sizeof opts, "%s", options);
     struct curl_client c;
@@ -520,7 +523,8 @@ static int child_main(enum side side, const char *what, int calls) {
              * bytes (3/4 of the base64 text). Checked and removed off the clock. */
             double pause = now();
             const char *f = r ? strstr(r, "\"file\":\"") : NULL;
-            int good = f && strncmp(r, "{\"created\":", 11) == 0 && !strstr(r, "b64_json") &&
+            int good = f && strncmp(r, "{\"created\":", 11) == 0 &&
+                       (keep_b64 ? strlen(r) > ref.len : !strstr(r, "b64_json")) &&
                        !strstr(r, "\"error\"");
             if (good) {
                 char path[1024];
@@ -570,6 +574,7 @@ static struct child_result spawn_child(enum side side, const char *what, int cal
     argv[n++] = ref_path;
     if (ca) { argv[n++] = "--ca"; argv[n++] = ca; }
     if (dir) { argv[n++] = "--dir"; argv[n++] = dir; }
+    if (keep_b64) argv[n++] = "--keep-b64";
     if (ca && !options[0]) argv[n++] = "--ours-system";
     argv[n] = NULL;
     posix_spawn_file_actions_t fa;
@@ -746,7 +751,7 @@ int main(int argc, char **argv) {
     if (argc < 3 || (strncmp(argv[2], "http://", 7) != 0 && strncmp(argv[2], "https://", 8) != 0)) {
         fprintf(stderr, "usage: %s small|big|save|first|slow|count BASE --ref FILE [--ca FILE] [--key NAME]\n"
                         "  [--rounds R] [--small N] [--threads T] [--per-thread M] [--calls K]\n"
-                        "  [--dir DIR] [--delay-ms D]\n", argv[0]);
+                        "  [--dir DIR] [--keep-b64] [--delay-ms D]\n", argv[0]);
         return 2;
     }
     const char *mode = argv[1];
@@ -773,6 +778,7 @@ int main(int argc, char **argv) {
      * CA), libcurl the same bundle through --ca: both load every system root. */
     int ours_system = 0;
     for (int i = 3; i < argc; i++) ours_system |= strcmp(argv[i], "--ours-system") == 0;
+    for (int i = 3; i < argc; i++) keep_b64 |= strcmp(argv[i], "--keep-b64") == 0;
     if (ca && !ours_system) snprintf(options, sizeof options, "{\"ca_file\":\"%s\"}", ca);
     ref_load(ref_path);
 

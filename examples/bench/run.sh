@@ -17,7 +17,7 @@
 #   and 50 ms answers under /slow/ for the concurrency figure.
 # Figures (examples/bench/bench.c): small calls sequential and in THREADS threads (calls/s,
 # client CPU per call); a BIG_MB MiB b64_json answer over HTTP and HTTPS (MiB/s, CPU, peak RSS
-# of the client process against the body), the same with save_dir + drop_b64 (ours); the first
+# of the client process against the body), the same with save_dir + drop_b64 (ours), and with save_dir alone; the first
 # call in a fresh process over HTTPS; THREADS threads x 25 calls at 50 ms server time against
 # the ideal; then the Python anchor; the stripped library's size.
 #
@@ -252,6 +252,8 @@ bench big "${NGX}big/" --ref "$RUN/big.json" --key nginx_http --calls "$BIG_CALL
 bench big "${NGXS}big/" --ref "$RUN/big.json" --key nginx_https --ca "$CA" --calls "$BIG_CALLS"
 say "== $BIG_MB MiB with save_dir ($SAVE_DIR, tmpfs when /dev/shm exists) + drop_b64, ours"
 bench save "${NGX}big/" --ref "$RUN/big.json" --key nginx_http --calls "$SAVE_CALLS" --dir "$SAVE_DIR"
+say "== the same without drop_b64 (the answer keeps its base64), ours"
+bench save "${NGX}big/" --ref "$RUN/big.json" --key nginx_http_keep --calls "$SAVE_CALLS" --dir "$SAVE_DIR" --keep-b64
 rm -rf "$SAVE_DIR"
 say "== first call in a fresh process, HTTPS (ms): trusting the test CA file (our ca_file adds it to the system roots); then the system store plus the test CA for both"
 bench first "$NGXS" --ref "$RUN/small.json" --key nginx_https --ca "$CA"

@@ -41,9 +41,8 @@ pub(crate) fn prepare_dir(dir: &Path) -> Result<(), Error> {
 /// server's JSON.
 ///
 /// The answer is not parsed into values: one parse finds where each `b64_json` or `url`
-/// string lies, each image is decoded from that place (with `drop_b64`, into the answer's
-/// own buffer, so a 48 MiB answer costs no second buffer of 36 MiB) and written with one
-/// write, and the result is the answer's text with the `"file"` (or `"error"`) members
+/// string lies, each image is decoded from that place a piece at a time and written as it is
+/// decoded (so a 48 MiB answer costs no second buffer of 36 MiB), and the result is the answer's text with the `"file"` (or `"error"`) members
 /// spliced in and the saved `b64_json` members cut out: everything else is kept byte for byte.
 pub(crate) fn save_images(
     json: String,
@@ -71,19 +70,19 @@ pub(crate) fn save_images(
         .output_format
         .as_deref()
         .and_then(extension_of_format);
-    // Offsets only from here on: the answer's buffer is about to be written into.
+    // Offsets only from here on: the answer's text becomes bytes, cut and spliced at the end.
     let sources: Vec<Source> = items
         .iter()
         .map(|item| Source::of(item.as_ref(), &json))
         .collect();
     drop(items);
-    let mut json = json.into_bytes();
+    let json = json.into_bytes();
     let mut edits: Vec<Edit> = Vec::new();
     let mut written = 0usize;
     for (index, source) in sources.into_iter().enumerate() {
         let at = source.end();
         let outcome = save_source(
-            &mut json, source, index, created, declared, dir, options, deadline, trace,
+            &json, source, index, created, declared, dir, options, deadline, trace,
         );
         let failure = match outcome {
             Ok(Some(edit)) => {
@@ -254,7 +253,7 @@ fn apply(json: Vec<u8>, edits: &[Edit]) -> String {
 /// Saves one item's image; the edit that records it, `None` when the item has no image.
 #[allow(clippy::too_many_arguments)]
 fn save_source(
-    json: &mut [u8],
+    json: &[u8],
     source: Source,
     index: usize,
     created: u64,
@@ -268,15 +267,16 @@ fn save_source(
         Error::Io(format!("image {index}: b64_json is not valid base64: {e}"))
     };
     let stem = format!("{created}_{index}");
+    let write_failed = |e: std::io::Error| {
+        ItemError::Write(Error::Io(format!(
+            "image {index} could not be written in {}: {e}",
+            dir.display()
+        )))
+    };
     let write = |bytes: &[u8]| {
         // The bytes decide; the declared output_format only when they are not recognised.
         let ext = sniff(bytes).or(declared).unwrap_or("bin");
-        write_new(dir, &stem, ext, bytes).map_err(|e| {
-            ItemError::Write(Error::Io(format!(
-                "image {index} could not be written in {}: {e}",
-                dir.display()
-            )))
-        })
+        write_new(dir, &stem, ext, bytes).map_err(write_failed)
     };
     let cut = |member: Option<Range<usize>>, end: usize| {
         member.filter(|_| options.drop_b64).unwrap_or(end..end)
@@ -285,28 +285,12 @@ fn save_source(
         Source::None => return Ok(None),
         Source::Base64 { content, member } => {
             let end = content.end + 1;
-            let form = (options.drop_b64 && member.is_some())
-                .then(|| in_place_form(&json[content.clone()]))
-                .flatten();
-            match form {
-                // Decoded into its own place (it is cut out of the result), after a check
-                // that it will decode: a failed item keeps its data.
-                Some(form) => {
-                    let region = &mut json[content.clone()];
-                    let n = form.decode_inplace(region).map_err(invalid)?.len();
-                    match write(&region[..n]) {
-                        Ok(path) => Edit::file(cut(member, end), &path),
-                        Err(err) => {
-                            // Put the text back: the item, or the folder error's response,
-                            // keeps the server's data.
-                            let text = form.encode_to_string(&region[..n]);
-                            region.copy_from_slice(text.as_bytes());
-                            return Err(err);
-                        }
-                    }
-                }
-                None => {
-                    let raw = &json[content.clone()];
+            let raw = &json[content.clone()];
+            // Canonical base64 (what servers send) is decoded and written a piece at a time:
+            // no second buffer of the image's size, and the text stays as it is.
+            let path = match save_streamed(raw, dir, &stem, declared).map_err(write_failed)? {
+                Streamed::Written(path) => path,
+                Streamed::NotCanonical => {
                     let bytes = decode(raw).or_else(|e| {
                         // JSON escapes in the string: decode its unescaped text.
                         if !raw.contains(&b'\\') {
@@ -316,9 +300,10 @@ fn save_source(
                         serde_json::from_slice::<String>(quoted)
                             .map_or(Err(e), |text| decode(text.as_bytes()))
                     });
-                    Edit::file(cut(member, end), &write(&bytes.map_err(invalid)?)?)
+                    write(&bytes.map_err(invalid)?)?
                 }
-            }
+            };
+            Edit::file(cut(member, end), &path)
         }
         Source::Url { url, end } => {
             let bytes = match url.strip_prefix("data:") {
@@ -335,12 +320,75 @@ fn save_source(
     Ok(Some(edit))
 }
 
-/// The exact form of `b64` when it is canonical base64 with or without padding (what servers
-/// send): it then decodes, and encoding the bytes again gives `b64` back.
-fn in_place_form(b64: &[u8]) -> Option<&'static base64_simd::Base64> {
-    [&base64_simd::STANDARD, &base64_simd::STANDARD_NO_PAD]
-        .into_iter()
-        .find(|form| form.check(b64).is_ok() && form.decoded_length(b64).is_ok())
+/// Base64 bytes decoded at a time when an image is written as it is decoded (a multiple of 4).
+const PIECE: usize = 256 << 10;
+
+/// What became of an image decoded and written a piece at a time.
+enum Streamed {
+    /// Written to this file.
+    Written(PathBuf),
+    /// Not canonical base64: nothing was written (to be decoded forgivingly instead).
+    NotCanonical,
+}
+
+/// Why writing a decoded image stopped.
+enum PieceError {
+    NotCanonical,
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for PieceError {
+    fn from(err: std::io::Error) -> Self {
+        PieceError::Io(err)
+    }
+}
+
+/// Decodes `b64` a piece of [`PIECE`] bytes at a time and writes it to a new file in `dir`
+/// (see [`write_new_with`]) named by its first bytes, when it is canonical base64 with or
+/// without padding (what servers send). The pieces are held to what the whole would be: `=`
+/// only at the very end, and canonical last bits. One pass over the text, and the decoded
+/// bytes go to the file from a buffer that stays in the cache.
+fn save_streamed(
+    b64: &[u8],
+    dir: &Path,
+    stem: &str,
+    declared: Option<&'static str>,
+) -> std::io::Result<Streamed> {
+    let last_form = if b64.len() % 4 == 0 {
+        &base64_simd::STANDARD
+    } else {
+        &base64_simd::STANDARD_NO_PAD
+    };
+    let pieces = b64.len().div_ceil(PIECE).max(1);
+    let mut buf = vec![0u8; PIECE / 4 * 3];
+    let decode_piece = |i: usize, buf: &mut [u8]| -> Result<usize, PieceError> {
+        let piece = &b64[i * PIECE..((i + 1) * PIECE).min(b64.len())];
+        let form = if i + 1 == pieces {
+            last_form
+        } else {
+            &base64_simd::STANDARD_NO_PAD
+        };
+        form.decode(piece, base64_simd::Out::from_slice(buf))
+            .map(|bytes| bytes.len())
+            .map_err(|_| PieceError::NotCanonical)
+    };
+    let Ok(first) = decode_piece(0, &mut buf) else {
+        return Ok(Streamed::NotCanonical);
+    };
+    let ext = sniff(&buf[..first]).or(declared).unwrap_or("bin");
+    let written = write_new_with(dir, stem, ext, |file| {
+        file.write_all(&buf[..first])?;
+        for i in 1..pieces {
+            let n = decode_piece(i, &mut buf)?;
+            file.write_all(&buf[..n])?;
+        }
+        Ok(())
+    });
+    match written {
+        Ok(path) => Ok(Streamed::Written(path)),
+        Err(PieceError::NotCanonical) => Ok(Streamed::NotCanonical),
+        Err(PieceError::Io(err)) => Err(err),
+    }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Answer<'a> {
@@ -548,11 +596,22 @@ fn sniff(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// Writes `bytes` to `dir/<stem>.<ext>`, or `<stem>_2.<ext>`, ... when the name is taken
-/// (concurrent calls in one second share `created`). The bytes go to a temporary file first,
-/// synced, then get their name by a hard link that fails instead of replacing (a rename would
-/// silently overwrite another call's image); readers never see a partial file.
+/// Writes `bytes` to a new file in `dir` (see [`write_new_with`]).
 fn write_new(dir: &Path, stem: &str, ext: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    write_new_with(dir, stem, ext, |file| file.write_all(bytes))
+}
+
+/// Writes what `fill` writes to `dir/<stem>.<ext>`, or `<stem>_2.<ext>`, ... when the name is
+/// taken (concurrent calls in one second share `created`). The bytes go to a temporary file
+/// first, synced, then get their name by a hard link that fails instead of replacing (a rename
+/// would silently overwrite another call's image); readers never see a partial file, and a
+/// `fill` that fails leaves no file behind.
+fn write_new_with<E: From<std::io::Error>>(
+    dir: &Path,
+    stem: &str,
+    ext: &str,
+    fill: impl FnOnce(&mut std::fs::File) -> Result<(), E>,
+) -> Result<PathBuf, E> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let tmp = dir.join(format!(
         ".{stem}.{}.{}.tmp",
@@ -561,7 +620,7 @@ fn write_new(dir: &Path, stem: &str, ext: &str, bytes: &[u8]) -> std::io::Result
     ));
     let result = (|| {
         let mut file = std::fs::File::create_new(&tmp)?;
-        file.write_all(bytes)?;
+        fill(&mut file)?;
         file.sync_all()?;
         drop(file);
         for n in 1..=1000u32 {
@@ -586,7 +645,8 @@ fn write_new(dir: &Path, stem: &str, ext: &str, bytes: &[u8]) -> std::io::Result
         Err(std::io::Error::new(
             std::io::ErrorKind::AlreadyExists,
             format!("{stem}.{ext} and 999 variants exist"),
-        ))
+        )
+        .into())
     })();
     let _ = std::fs::remove_file(&tmp);
     result
@@ -645,32 +705,99 @@ mod tests {
         assert_eq!(sniff(b"hello"), None);
     }
 
+    /// A fresh folder for one test.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("opi-save-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     #[test]
-    fn checked_base64_decodes_in_place_and_encodes_back() {
+    fn canonical_base64_is_written_a_piece_at_a_time_with_every_byte() {
         use base64::Engine;
         let standard = base64::engine::general_purpose::STANDARD;
-        for len in [0, 1, 2, 3, 100, 1000, 200_000] {
-            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+        let dir = scratch("pieces");
+        let piece_bytes = PIECE / 4 * 3;
+        let lens = [
+            0,
+            1,
+            2,
+            3,
+            100,
+            piece_bytes - 1,
+            piece_bytes,
+            piece_bytes + 1,
+            2 * piece_bytes + 2,
+        ];
+        for len in lens {
+            let mut bytes: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+            if len >= 8 {
+                bytes[..8].copy_from_slice(b"\x89PNG\r\n\x1a\n");
+            }
             let b64 = standard.encode(&bytes);
             for text in [b64.clone(), b64.trim_end_matches('=').to_string()] {
-                let mut buf = text.clone().into_bytes();
-                let form = in_place_form(&buf).expect("canonical base64");
-                let decoded = form.decode_inplace(&mut buf).unwrap();
-                assert_eq!(decoded, &bytes[..], "len {len}");
-                let back = form.encode_to_string(&bytes).into_bytes();
-                assert_eq!(back, text.as_bytes(), "encoding gives the text back");
-                assert_eq!(decode(text.as_bytes()).unwrap(), bytes);
+                let stem = format!("{len}_{}", text.len());
+                let Ok(Streamed::Written(path)) =
+                    save_streamed(text.as_bytes(), &dir, &stem, Some("webp"))
+                else {
+                    panic!("len {len}: not written");
+                };
+                let ext = if len >= 8 { "png" } else { "webp" };
+                assert_eq!(path, dir.join(format!("{stem}.{ext}")));
+                assert!(std::fs::read(&path).unwrap() == bytes, "len {len}: bytes");
+                std::fs::remove_file(path).unwrap();
             }
         }
-        // Padding only at the end; nothing outside the alphabet.
-        let mut bad = standard.encode(vec![1u8; 3000]).into_bytes();
-        bad[1001] = b'*';
-        assert!(in_place_form(&bad).is_none());
-        assert!(decode(&bad).is_err());
-        bad[1001] = b'A';
-        bad[1003] = b'=';
-        assert!(in_place_form(&bad).is_none());
-        assert!(decode(&bad).is_err());
+        assert!(files_in(&dir).is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn base64_that_is_not_canonical_in_any_piece_leaves_no_file() {
+        use base64::Engine;
+        let standard = base64::engine::general_purpose::STANDARD;
+        let dir = scratch("not-canonical");
+        let good = standard.encode(vec![1u8; 2 * PIECE]).into_bytes();
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        // A byte outside the alphabet in the first piece, and in a later one.
+        for at in [1001, PIECE + 5, good.len() - 3] {
+            let mut bad = good.clone();
+            bad[at] = b'*';
+            cases.push(bad);
+        }
+        // Padding before the end: at the end of the first piece, where that piece alone
+        // would accept it.
+        let mut bad = good.clone();
+        bad[PIECE - 1] = b'=';
+        cases.push(bad);
+        // A length no base64 has; and last bits that are not canonical.
+        cases.push(good[..good.len() - 3].to_vec());
+        cases.push(b"QUJ=".to_vec());
+        for (k, case) in cases.iter().enumerate() {
+            assert!(
+                matches!(
+                    save_streamed(case, &dir, "x", None),
+                    Ok(Streamed::NotCanonical)
+                ),
+                "case {k}"
+            );
+            assert!(files_in(&dir).is_empty(), "case {k}: a file was left");
+        }
+        // What falls back to the forgiving decoder, which takes non-canonical last bits.
+        assert_eq!(decode(b"QUJ=").unwrap(), b"AB");
+        assert!(decode(&cases[0]).is_err());
+        assert!(decode(&cases[3]).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
