@@ -42,8 +42,9 @@ pub(crate) fn prepare_dir(dir: &Path) -> Result<(), Error> {
 ///
 /// The answer is not parsed into values: one parse finds where each `b64_json` or `url`
 /// string lies, each image is decoded from that place a piece at a time and written as it is
-/// decoded (so a 48 MiB answer costs no second buffer of 36 MiB), and the result is the answer's text with the `"file"` (or `"error"`) members
-/// spliced in and the saved `b64_json` members cut out: everything else is kept byte for byte.
+/// decoded (so a 48 MiB answer costs no second buffer of 36 MiB), and the result is the
+/// answer's text with the `"file"` (or `"error"`) members spliced in and the saved `b64_json`
+/// members cut out: everything else is kept byte for byte.
 pub(crate) fn save_images(
     json: String,
     status: u16,

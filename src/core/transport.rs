@@ -570,7 +570,6 @@ fn run<B: ureq::AsSendBody>(
     let map = request.headers_mut();
     map.reserve(headers.len());
     for (name, value) in headers.entries() {
-        let name_text = name;
         let skip = (!same_origin && !is_default_header(name))
             || (!with_body && name.eq_ignore_ascii_case("content-type"));
         if !skip {
@@ -579,13 +578,14 @@ fn run<B: ureq::AsSendBody>(
                 Cow::Borrowed(text) => HeaderValue::from_static(text),
                 Cow::Owned(text) => HeaderValue::from_str(text).map_err(|e| http(e.into()))?,
             };
-            let name = match name {
+            // The library's own names are constants; a caller's name is parsed.
+            let known = match name {
                 Cow::Borrowed(text) => known_name(text),
                 Cow::Owned(_) => None,
             };
-            let name = match name {
-                Some(name) => name,
-                None => HeaderName::from_bytes(name_text.as_bytes()).map_err(|e| http(e.into()))?,
+            let name = match known {
+                Some(known) => known,
+                None => HeaderName::from_bytes(name.as_bytes()).map_err(|e| http(e.into()))?,
             };
             map.append(name, value);
         }
