@@ -1,9 +1,10 @@
 /* opi_openai against libcurl: the same POST to the same server, every answer checked.
  *
  * Built and run by examples/bench/run.sh (which starts the servers); by hand:
- *   cc -O2 -Wall -Wextra -Werror -Iinclude examples/bench/bench.c \
- *      -Ltarget/release -Wl,-rpath,$PWD/target/release -lopi_openai $(curl-config --libs) -lpthread \
- *      -o /tmp/opi_bench
+ *   cc -O2 -Wall -Wextra -Werror -Iinclude $(curl-config --cflags) examples/bench/bench.c \
+ *      -Wl,-rpath,$PWD/target/release -ldl -lpthread -o /tmp/opi_bench
+ * (libopi_openai.so and libcurl.so.4 are loaded at run time: the first through the RUNPATH
+ * or LD_LIBRARY_PATH.)
  *   /tmp/opi_bench MODE BASE --ref FILE [options]
  *
  * BASE is the server's base URL (http://127.0.0.1:PORT/ or https://...); both sides POST
@@ -24,7 +25,8 @@
  *          Each round is 10 blocks in which both sides make a tenth of the calls, the side
  *          going first alternating: a machine whose speed drifts slows both alike.
  *   big    --calls K big calls per round, each side in a fresh child process: MiB/s, client
- *          CPU per MiB and the child's peak RSS (getrusage of the child, from wait4).
+ *          CPU per MiB and the child's peak RSS (its VmHWM). A child loads only its own
+ *          side's library.
  *   save   ours only, big calls with {"save_dir": DIR, "drop_b64": true} in a fresh child
  *          (--keep-b64: without drop_b64, the answer keeps its base64): time, peak RSS; the
  *          files are checked (size) and removed. Each round also runs
@@ -47,7 +49,11 @@
  * Every ratio reads the same way: above 1, ours is better (rates: ours / libcurl; costs:
  * libcurl / ours). Exit status: 0, or 1 when any call of either side failed its check. */
 #define _GNU_SOURCE
+/* Both libraries are loaded at run time (below), so curl's type-checking macros are off:
+ * calls go through pointers of the functions' own types. */
+#define CURL_DISABLE_TYPECHECK
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -63,8 +69,69 @@
 
 #include "opi_openai.h"
 
-/* Weak: the benchmark also runs against builds from before the batch call (OPI_BENCH_LIB). */
-#pragma weak opi_openai_get_images_batch
+/* ---- the two libraries, loaded at run time ---------------------------------------------
+ * A child process (big, save, first) loads only its own side's library, as a host that uses
+ * one of them does: its peak RSS holds that library alone, not the other one as well. The
+ * parent (small, slow, count) loads both. Each function is called through a pointer of its
+ * own type, under its own name. */
+#define CURL_FUNCTIONS(F)                                                                    \
+    F(curl_global_init) F(curl_global_cleanup) F(curl_easy_init) F(curl_easy_setopt)         \
+    F(curl_easy_perform) F(curl_easy_getinfo) F(curl_easy_strerror) F(curl_easy_cleanup)     \
+    F(curl_slist_append) F(curl_slist_free_all)
+/* opi_openai_get_images_batch may be absent: the benchmark also runs against builds from
+ * before the batch call (OPI_BENCH_LIB); its pointer is then NULL. */
+#define OURS_FUNCTIONS(F) F(opi_openai_get_images_ex) F(opi_free_string) F(opi_version)
+#define POINTER(f) static __typeof__(&f) p_##f;
+CURL_FUNCTIONS(POINTER)
+OURS_FUNCTIONS(POINTER)
+POINTER(opi_openai_get_images_batch)
+/* curl.h defines these two as macros of themselves */
+#undef curl_easy_setopt
+#undef curl_easy_getinfo
+#define curl_global_init p_curl_global_init
+#define curl_global_cleanup p_curl_global_cleanup
+#define curl_easy_init p_curl_easy_init
+#define curl_easy_setopt p_curl_easy_setopt
+#define curl_easy_perform p_curl_easy_perform
+#define curl_easy_getinfo p_curl_easy_getinfo
+#define curl_easy_strerror p_curl_easy_strerror
+#define curl_easy_cleanup p_curl_easy_cleanup
+#define curl_slist_append p_curl_slist_append
+#define curl_slist_free_all p_curl_slist_free_all
+#define opi_openai_get_images_ex p_opi_openai_get_images_ex
+#define opi_free_string p_opi_free_string
+#define opi_version p_opi_version
+#define opi_openai_get_images_batch p_opi_openai_get_images_batch
+
+/* dlopen `name` (found through this program's RUNPATH, or LD_LIBRARY_PATH) or exit. */
+static void *load_library(const char *name) {
+    void *lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        fprintf(stderr, "bench: cannot load %s: %s\n", name, dlerror());
+        exit(2);
+    }
+    return lib;
+}
+
+#define RESOLVE(f)                                                                           \
+    if (!(p_##f = (__typeof__(p_##f))dlsym(lib, #f))) {                                      \
+        fprintf(stderr, "bench: %s has no %s\n", name, #f);                                  \
+        exit(2);                                                                             \
+    }
+
+static void load_libcurl(void) {
+    const char *name = "libcurl.so.4";
+    void *lib = load_library(name);
+    CURL_FUNCTIONS(RESOLVE)
+}
+
+static void load_ours(void) {
+    const char *name = "libopi_openai.so";
+    void *lib = load_library(name);
+    OURS_FUNCTIONS(RESOLVE)
+    p_opi_openai_get_images_batch =
+        (__typeof__(p_opi_openai_get_images_batch))dlsym(lib, "opi_openai_get_images_batch");
+}
 
 extern char **environ;
 
@@ -79,6 +146,9 @@ static const char *MODEL = "dall-e-3";
 /* Settings from the command line. */
 static const char *base, *ca, *ref_path, *key = "run", *dir, *self;
 static int keep_b64; /* save: without drop_b64 */
+/* opi_version(), for libcurl's User-Agent; a libcurl child (which does not load our library)
+ * is given it by the parent (--our-version). */
+static const char *our_version = "";
 static char url[700], options[1200];
 static int failures;
 static pthread_mutex_t fail_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -198,7 +268,7 @@ struct curl_client {
 static void curl_client_init(struct curl_client *c) {
     char auth[128], ua[64];
     snprintf(auth, sizeof auth, "Authorization: Bearer %s", TOKEN);
-    snprintf(ua, sizeof ua, "User-Agent: opi_openai/%s", opi_version());
+    snprintf(ua, sizeof ua, "User-Agent: opi_openai/%s", our_version);
     c->headers = NULL;
     c->headers = curl_slist_append(c->headers, "Accept: */*");
     c->headers = curl_slist_append(c->headers, "Accept-Charset: utf-8");
@@ -273,25 +343,32 @@ static struct stat3 stats(const double *v, int n) {
     return (struct stat3){med, s[0], s[n - 1]};
 }
 
+/* Decimals a figure is printed with: memory against the body ("x") to the hundredth, which
+ * is where its target (1.1x) is told apart; the rest to the tenth. */
+static int decimals(const char *unit) { return strcmp(unit, "x") == 0 ? 2 : 1; }
+
 /* One figure: the medians of both sides, their ranges, and the ratio (above 1: ours is
  * better; `higher_better` says which way the unit goes). */
 static void report(const char *name, const char *unit, const double *ours, const double *curl,
                    int rounds, int higher_better) {
     struct stat3 o = stats(ours, rounds), c = stats(curl, rounds);
     double ratio = higher_better ? o.med / c.med : c.med / o.med;
-    printf("%-34s ours %10.1f [%.1f..%.1f]  libcurl %10.1f [%.1f..%.1f] %-8s ratio %.2f\n", name,
-           o.med, o.lo, o.hi, c.med, c.lo, c.hi, unit, ratio);
-    printf("RESULT %s ours=%.1f libcurl=%.1f unit=%s ratio=%.3f ours_range=%.1f..%.1f "
-           "libcurl_range=%.1f..%.1f\n",
-           name, o.med, c.med, unit, ratio, o.lo, o.hi, c.lo, c.hi);
+    int d = decimals(unit);
+    printf("%-34s ours %10.*f [%.*f..%.*f]  libcurl %10.*f [%.*f..%.*f] %-8s ratio %.2f\n", name,
+           d, o.med, d, o.lo, d, o.hi, d, c.med, d, c.lo, d, c.hi, unit, ratio);
+    printf("RESULT %s ours=%.*f libcurl=%.*f unit=%s ratio=%.3f ours_range=%.*f..%.*f "
+           "libcurl_range=%.*f..%.*f\n",
+           name, d, o.med, d, c.med, unit, ratio, d, o.lo, d, o.hi, d, c.lo, d, c.hi);
     fflush(stdout);
 }
 
 /* Like report, for figures of ours alone (no libcurl counterpart). */
 static void report_one(const char *name, const char *unit, const double *v, int rounds) {
     struct stat3 o = stats(v, rounds);
-    printf("%-34s ours %10.1f [%.1f..%.1f] %s\n", name, o.med, o.lo, o.hi, unit);
-    printf("RESULT %s ours=%.1f unit=%s ours_range=%.1f..%.1f\n", name, o.med, unit, o.lo, o.hi);
+    int d = decimals(unit);
+    printf("%-34s ours %10.*f [%.*f..%.*f] %s\n", name, d, o.med, d, o.lo, d, o.hi, unit);
+    printf("RESULT %s ours=%.*f unit=%s ours_range=%.*f..%.*f\n", name, d, o.med, unit, d, o.lo, d,
+           o.hi);
     fflush(stdout);
 }
 
@@ -444,10 +521,21 @@ struct child_result {
     int ok;
 };
 
-static double maxrss_mib(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss / 1024.0;
+/* This process's peak RSS in MiB: VmHWM, the high-water mark of its own address space.
+ * (getrusage's ru_maxrss is no use in a spawned child: Linux carries the parent's peak over
+ * the exec into it, so it would count the parent's memory as the child's.) */
+static double peak_rss_mib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %lf kB", &kib) == 1) break;
+    if (f) fclose(f);
+    if (kib < 0) {
+        fprintf(stderr, "bench: no VmHWM in /proc/self/status\n");
+        exit(2);
+    }
+    return kib / 1024.0;
 }
 
 /* In the child: `calls` calls by `side` (with `opts` for ours), timed; prints one line. */
@@ -480,7 +568,8 @@ static int child_main(enum side side, const char *what, int calls) {
             ok = answer_ok(r);
             opi_free_string(r);
         }
-        printf("CHILD wall=%.6f cpu=%.6f base=%.1f ok=%d\n", wall, cpu(), maxrss_mib(), ok);
+        printf("CHILD wall=%.6f cpu=%.6f base=%.3f peak=%.3f ok=%d\n", wall, cpu(), peak_rss_mib(),
+               peak_rss_mib(), ok);
         return 0;
     }
     /* Off the clock: the library set up and the connection open, by one small call to the
@@ -505,7 +594,7 @@ static int child_main(enum side side, const char *what, int calls) {
         ok &= warm && strncmp(warm, "{\"created\":", 11) == 0;
         opi_free_string(warm);
     }
-    base_mib = maxrss_mib();
+    base_mib = peak_rss_mib();
     t0 = now();
     c0 = cpu();
     for (int i = 0; i < calls; i++) {
@@ -544,7 +633,8 @@ static int child_main(enum side side, const char *what, int calls) {
         }
     }
     wall = now() - t0;
-    printf("CHILD wall=%.6f cpu=%.6f base=%.1f ok=%d\n", wall, cpu() - c0, base_mib, ok);
+    printf("CHILD wall=%.6f cpu=%.6f base=%.3f peak=%.3f ok=%d\n", wall, cpu() - c0, base_mib,
+           peak_rss_mib(), ok);
     if (side == LIBCURL) {
         curl_client_free(&c);
         curl_global_cleanup();
@@ -552,7 +642,7 @@ static int child_main(enum side side, const char *what, int calls) {
     return 0;
 }
 
-/* Runs this program as a child doing `what`; its figures, peak RSS from wait4. */
+/* Runs this program as a child doing `what`; its figures, peak RSS included. */
 static struct child_result spawn_child(enum side side, const char *what, int calls) {
     struct child_result res = {0};
     int fds[2];
@@ -576,6 +666,8 @@ static struct child_result spawn_child(enum side side, const char *what, int cal
     if (dir) { argv[n++] = "--dir"; argv[n++] = dir; }
     if (keep_b64) argv[n++] = "--keep-b64";
     if (ca && !options[0]) argv[n++] = "--ours-system";
+    argv[n++] = "--our-version";
+    argv[n++] = our_version;
     argv[n] = NULL;
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
@@ -595,11 +687,9 @@ static struct child_result spawn_child(enum side side, const char *what, int cal
     while (got < sizeof line - 1 && (k = read(fds[0], line + got, sizeof line - 1 - got)) > 0) got += k;
     close(fds[0]);
     int status;
-    struct rusage ru;
-    if (wait4(pid, &status, 0, &ru) != pid) exit(2);
-    res.rss_mib = ru.ru_maxrss / 1024.0;
-    if (sscanf(line, "CHILD wall=%lf cpu=%lf base=%lf ok=%d", &res.wall, &res.cpu, &res.base_mib,
-               &res.ok) != 4 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    if (waitpid(pid, &status, 0) != pid) exit(2);
+    if (sscanf(line, "CHILD wall=%lf cpu=%lf base=%lf peak=%lf ok=%d", &res.wall, &res.cpu,
+               &res.base_mib, &res.rss_mib, &res.ok) != 5 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
         res.ok = 0;
     if (!res.ok) fail(SIDE_NAME[side], "a child's calls failed", line);
     return res;
@@ -783,11 +873,18 @@ int main(int argc, char **argv) {
     ref_load(ref_path);
 
     if (strcmp(mode, "child") == 0) {
-        const char *side = arg_str(argc, argv, "--side", "ours");
-        return child_main(strcmp(side, "ours") == 0 ? OURS : LIBCURL,
-                          arg_str(argc, argv, "--what", "big"), calls);
+        enum side side = strcmp(arg_str(argc, argv, "--side", "ours"), "ours") == 0 ? OURS : LIBCURL;
+        if (side == OURS)
+            load_ours();
+        else
+            load_libcurl();
+        our_version = arg_str(argc, argv, "--our-version", "");
+        return child_main(side, arg_str(argc, argv, "--what", "big"), calls);
     }
 
+    load_ours();
+    load_libcurl();
+    our_version = opi_version();
     curl_global_init(CURL_GLOBAL_ALL);
     if (strcmp(mode, "count") == 0) {
         const char *side = arg_str(argc, argv, "--side", "ours");

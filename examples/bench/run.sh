@@ -83,8 +83,10 @@ LIBDIR="$RUN/lib"
 mkdir -p "$LIBDIR"
 cp "$LIB" "$LIBDIR/libopi_openai.so"
 BENCH="$RUN/opi_bench"
-cc -O2 -Wall -Wextra -Werror -I"$ROOT/include" "$ROOT/examples/bench/bench.c" \
-    -L"$LIBDIR" -Wl,-rpath,"$LIBDIR" -lopi_openai $(curl-config --libs) -lpthread -o "$BENCH"
+# Both libraries are loaded at run time (each child process only its own side's): ours
+# through the RUNPATH, libcurl as libcurl.so.4.
+cc -O2 -Wall -Wextra -Werror -I"$ROOT/include" $(curl-config --cflags) "$ROOT/examples/bench/bench.c" \
+    -Wl,-rpath,"$LIBDIR" -ldl -lpthread -o "$BENCH"
 
 # ---- servers ------------------------------------------------------------------------------
 PIDS=()
