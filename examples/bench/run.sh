@@ -25,7 +25,8 @@
 # libcurl4-openssl-dev nginx-light openssl python3); says what is missing. Installs nothing but
 # this: when `python3 -c "import openai"` fails (not in --smoke), a venv at
 # $TARGET/bench-venv with `pip install openai`.
-# Settings (environment): CARGO_TARGET_DIR (default ./target), BIG_MB (48), ROUNDS (5),
+# Settings (environment): CARGO_TARGET_DIR (default ./target), BIG_MB (48), ROUNDS (5; the
+# small-call figures, a few seconds a round and the noisiest, take SMALL_ROUNDS: 15),
 # THREADS (8), OPI_BENCH_PYTHON (a python that has openai), OPI_BENCH_LIB (a libopi_openai.so
 # to measure instead of the one built here, e.g. an older build).
 set -euo pipefail
@@ -37,11 +38,12 @@ MODE="${1:-full}"
 BIG_MB="${BIG_MB:-48}"
 THREADS="${THREADS:-8}"
 ROUNDS="${ROUNDS:-5}"
+SMALL_ROUNDS="${SMALL_ROUNDS:-15}"
 SMALL=2000 PER_THREAD=300 BIG_CALLS=4 SAVE_CALLS=4 PY_CALLS=400 PY_ROUNDS=$ROUNDS INSTR_N1=20 INSTR_N2=120
 case "$MODE" in
     full) ;;
-    --quick) SMALL=300 PER_THREAD=60 BIG_CALLS=2 SAVE_CALLS=2 PY_CALLS=60 ROUNDS=3 PY_ROUNDS=3 INSTR_N1=10 INSTR_N2=60 ;;
-    --smoke) BIG_MB=2 THREADS=2 SMALL=20 PER_THREAD=5 BIG_CALLS=1 SAVE_CALLS=1 PY_CALLS=5 ROUNDS=1 PY_ROUNDS=1 INSTR_N1=1 INSTR_N2=2 ;;
+    --quick) SMALL=300 PER_THREAD=60 BIG_CALLS=2 SAVE_CALLS=2 PY_CALLS=60 ROUNDS=3 SMALL_ROUNDS=3 PY_ROUNDS=3 INSTR_N1=10 INSTR_N2=60 ;;
+    --smoke) BIG_MB=2 THREADS=2 SMALL=20 PER_THREAD=5 BIG_CALLS=1 SAVE_CALLS=1 PY_CALLS=5 ROUNDS=1 SMALL_ROUNDS=1 PY_ROUNDS=1 INSTR_N1=1 INSTR_N2=2 ;;
     *) echo "usage: run.sh [--quick|--smoke]" >&2; exit 2 ;;
 esac
 
@@ -181,7 +183,7 @@ NGX="http://127.0.0.1:$HTTP_PORT/"
 NGXS="https://127.0.0.1:$HTTPS_PORT/"
 
 say "== $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load $(cut -d' ' -f1-3 /proc/loadavg)"
-say "== servers: nginx $NGX and $NGXS ($("$NGINX" -v 2>&1 | cut -d/ -f2)), local_server $LOCAL; big body $BIG_MB MiB; $ROUNDS rounds, median [range]"
+say "== servers: nginx $NGX and $NGXS ($("$NGINX" -v 2>&1 | cut -d/ -f2)), local_server $LOCAL; big body $BIG_MB MiB; $ROUNDS rounds ($SMALL_ROUNDS for small calls), median [range]"
 
 STATUS=0
 bench() { "$BENCH" "$@" --rounds "$ROUNDS" 2>&1 | tee -a "$LOG" || STATUS=1; }
@@ -208,7 +210,7 @@ pin_servers() { # cpu list: move the servers (nginx master and workers, local_se
 }
 pin_servers 0
 say "== small calls, keep-alive (calls/s; client CPU us/call)${PIN:+; client and servers on CPU 0}"
-bench_pinned() { "${PIN[@]}" "$BENCH" "$@" --rounds "$ROUNDS" 2>&1 | tee -a "$LOG" || STATUS=1; }
+bench_pinned() { "${PIN[@]}" "$BENCH" "$@" --rounds "$SMALL_ROUNDS" 2>&1 | tee -a "$LOG" || STATUS=1; }
 bench_pinned small "$NGX" --ref "$RUN/small.json" --key nginx_http "${SMALL_ARGS[@]}"
 bench_pinned small "$NGXS" --ref "$RUN/small.json" --key nginx_https --ca "$CA" "${SMALL_ARGS[@]}"
 bench_pinned small "$LOCAL" --ref "$RUN/small.json" --key local_http "${SMALL_ARGS[@]}"
@@ -298,7 +300,7 @@ cleanup
 trap - EXIT
 
 echo
-echo "== summary: median [range] of $ROUNDS rounds; ratio above 1: ours is better"
+echo "== summary: median [range] of $ROUNDS rounds ($SMALL_ROUNDS for small calls); ratio above 1: ours is better"
 printf '%-34s %-14s %24s %24s %-8s %6s\n' figure anchor ours anchor unit ratio
 grep '^RESULT ' "$LOG" | while read -r _ name rest; do
     ours="" anchor="" who="" unit="" ratio="" orange="" arange=""
