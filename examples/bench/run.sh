@@ -73,17 +73,21 @@ say() { echo "$@" | tee -a "$LOG"; }
 PROFILE=release
 [[ "$MODE" == --smoke ]] && PROFILE=debug
 say "== build ($PROFILE)"
-if [[ $PROFILE == release ]]; then
-    cargo build --release --lib --example local_server 2>&1 | tail -n 2
-else
-    cargo build --lib --example local_server 2>&1 | tail -n 2
-fi
+BUILD=(cargo build)
+[[ $PROFILE == release ]] && BUILD+=(--release)
+# The library as a user builds it: alone, and copied before the example is built. Building an
+# example also builds the dev-dependencies, whose features cargo unifies into the library's
+# own dependencies (jsonschema turns on serde_json's float_roundtrip), and the library is
+# built again with them.
+"${BUILD[@]}" --lib 2>&1 | tail -n 2
 LIB="${OPI_BENCH_LIB:-$TARGET/$PROFILE/libopi_openai.so}"
-SERVER_BIN="$TARGET/$PROFILE/examples/local_server"
-[[ -f "$LIB" && -x "$SERVER_BIN" ]] || { echo "run.sh: no $LIB or $SERVER_BIN" >&2; exit 1; }
+[[ -f "$LIB" ]] || { echo "run.sh: no $LIB" >&2; exit 1; }
 LIBDIR="$RUN/lib"
 mkdir -p "$LIBDIR"
 cp "$LIB" "$LIBDIR/libopi_openai.so"
+"${BUILD[@]}" --example local_server 2>&1 | tail -n 2
+SERVER_BIN="$TARGET/$PROFILE/examples/local_server"
+[[ -x "$SERVER_BIN" ]] || { echo "run.sh: no $SERVER_BIN" >&2; exit 1; }
 BENCH="$RUN/opi_bench"
 # Both libraries are loaded at run time (each child process only its own side's): ours
 # through the RUNPATH, libcurl as libcurl.so.4.
