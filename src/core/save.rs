@@ -706,14 +706,6 @@ mod tests {
         assert_eq!(sniff(b"hello"), None);
     }
 
-    /// A fresh folder for one test.
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("opi-save-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     fn files_in(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
@@ -727,7 +719,8 @@ mod tests {
     fn canonical_base64_is_written_a_piece_at_a_time_with_every_byte() {
         use base64::Engine;
         let standard = base64::engine::general_purpose::STANDARD;
-        let dir = scratch("pieces");
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         let piece_bytes = PIECE / 4 * 3;
         let lens = [
             0,
@@ -749,7 +742,7 @@ mod tests {
             for text in [b64.clone(), b64.trim_end_matches('=').to_string()] {
                 let stem = format!("{len}_{}", text.len());
                 let Ok(Streamed::Written(path)) =
-                    save_streamed(text.as_bytes(), &dir, &stem, Some("webp"))
+                    save_streamed(text.as_bytes(), dir, &stem, Some("webp"))
                 else {
                     panic!("len {len}: not written");
                 };
@@ -759,15 +752,15 @@ mod tests {
                 std::fs::remove_file(path).unwrap();
             }
         }
-        assert!(files_in(&dir).is_empty());
-        std::fs::remove_dir_all(dir).unwrap();
+        assert!(files_in(dir).is_empty());
     }
 
     #[test]
     fn base64_that_is_not_canonical_in_any_piece_leaves_no_file() {
         use base64::Engine;
         let standard = base64::engine::general_purpose::STANDARD;
-        let dir = scratch("not-canonical");
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         let good = standard.encode(vec![1u8; 2 * PIECE]).into_bytes();
         let mut cases: Vec<Vec<u8>> = Vec::new();
         // A byte outside the alphabet in the first piece, and in a later one.
@@ -787,18 +780,17 @@ mod tests {
         for (k, case) in cases.iter().enumerate() {
             assert!(
                 matches!(
-                    save_streamed(case, &dir, "x", None),
+                    save_streamed(case, dir, "x", None),
                     Ok(Streamed::NotCanonical)
                 ),
                 "case {k}"
             );
-            assert!(files_in(&dir).is_empty(), "case {k}: a file was left");
+            assert!(files_in(dir).is_empty(), "case {k}: a file was left");
         }
         // What falls back to the forgiving decoder, which takes non-canonical last bits.
         assert_eq!(decode(b"QUJ=").unwrap(), b"AB");
         assert!(decode(&cases[0]).is_err());
         assert!(decode(&cases[3]).is_err());
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
