@@ -568,8 +568,8 @@ static int child_main(enum side side, const char *what, int calls) {
             ok = answer_ok(r);
             opi_free_string(r);
         }
-        printf("CHILD wall=%.6f cpu=%.6f base=%.3f peak=%.3f ok=%d\n", wall, cpu(), peak_rss_mib(),
-               peak_rss_mib(), ok);
+        double peak = peak_rss_mib();
+        printf("CHILD wall=%.6f cpu=%.6f base=%.3f peak=%.3f ok=%d\n", wall, cpu(), peak, peak, ok);
         return 0;
     }
     /* Off the clock: the library set up and the connection open, by one small call to the
@@ -832,6 +832,13 @@ static const char *arg_str(int argc, char **argv, const char *name, const char *
     return def;
 }
 
+/* Whether the flag `name` (which takes no value) is given. */
+static int arg_flag(int argc, char **argv, const char *name) {
+    for (int i = 3; i < argc; i++)
+        if (strcmp(argv[i], name) == 0) return 1;
+    return 0;
+}
+
 static int arg_int(int argc, char **argv, const char *name, int def) {
     const char *v = arg_str(argc, argv, name, NULL);
     return v ? atoi(v) : def;
@@ -866,9 +873,8 @@ int main(int argc, char **argv) {
     snprintf(url, sizeof url, "%sv1/images/generations", base);
     /* --ours-system: ours trusts the system store (SSL_CERT_FILE names a bundle with the test
      * CA), libcurl the same bundle through --ca: both load every system root. */
-    int ours_system = 0;
-    for (int i = 3; i < argc; i++) ours_system |= strcmp(argv[i], "--ours-system") == 0;
-    for (int i = 3; i < argc; i++) keep_b64 |= strcmp(argv[i], "--keep-b64") == 0;
+    int ours_system = arg_flag(argc, argv, "--ours-system");
+    keep_b64 = arg_flag(argc, argv, "--keep-b64");
     if (ca && !ours_system) snprintf(options, sizeof options, "{\"ca_file\":\"%s\"}", ca);
     ref_load(ref_path);
 

@@ -18,8 +18,8 @@
 # Figures (examples/bench/bench.c): small calls sequential and in THREADS threads (calls/s,
 # client CPU per call); a BIG_MB MiB b64_json answer over HTTP and HTTPS (MiB/s, CPU, peak RSS
 # of the client process against the body), the same with save_dir + drop_b64 and with save_dir
-# alone (ours); the first call in a fresh process over HTTPS; THREADS threads x 25 calls at 50 ms server time against
-# the ideal; then the Python anchor; the stripped library's size.
+# alone (ours); the first call in a fresh process over HTTPS; THREADS threads x 25 calls at
+# 50 ms server time against the ideal; then the Python anchor; the stripped library's size.
 #
 # Needs: cargo, cc, libcurl's headers, nginx, openssl, python3 (Debian: apt-get install gcc
 # libcurl4-openssl-dev nginx-light openssl python3); says what is missing. Installs nothing but

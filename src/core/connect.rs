@@ -473,8 +473,9 @@ const LOWAT: usize = 128 * 1024;
 /// answer will arrive (the rest of a declared `Content-Length`). While that is a lot, a read
 /// that has to wait sleeps until [`LOWAT`] bytes are there (`SO_RCVLOWAT`) instead of waking
 /// at every segment: a 48 MiB answer otherwise slept and woke some 300 times, each wake-up
-/// costing a virtual machine's idle core 50 µs or more. A server that sends less than it declared makes
-/// the read wait for the timeout, as it would anyway; the end of the connection wakes it.
+/// costing a virtual machine's idle core 50 µs or more. A server that sends less than it
+/// declared makes the read wait for the timeout, as it would anyway; the end of the
+/// connection wakes it.
 pub(super) fn expect_at_least(bytes: u64) {
     let _ = EXPECTED.try_with(|e| e.set(bytes));
 }
