@@ -10,12 +10,26 @@
 //! `malloc`'s 16-byte alignment one heap layout in four hit the slow case, and then every
 //! record of a 48 MiB answer did: a quarter of the call's CPU time.
 //!
-//! Smaller blocks are `malloc`'s as they are. Blocks grow with `realloc` (in place, or by
-//! `mremap` for large ones, which keeps their alignment); only a block that `realloc` moved to
-//! a less aligned address is moved once more. `free` takes both kinds (glibc documents that
-//! blocks from `posix_memalign` may be passed to `free` and `realloc`).
+//! Smaller blocks are `malloc`'s as they are. A wide block (4 KiB and more) is carved out of
+//! a `malloc` block a little larger, at its first 64-byte boundary past room for the address
+//! `malloc` returned, which is kept just before the block's start for `free` and `realloc`.
+//!
+//! Zeroed wide blocks come from `calloc`. glibc gives a large one (at or above its `mmap`
+//! threshold) as fresh pages the kernel zeroes on first touch, without writing them: a buffer
+//! allocated zeroed (ureq's 512 KiB output buffer, the 128 KiB input buffers) holds resident
+//! only the pages bytes were written to. (`posix_memalign` followed by a `memset`, as before,
+//! made every such page resident: about 770 KiB per open connection, most of it never used.)
+//!
+//! Wide blocks grow with `realloc` (in place, or by `mremap` for large ones, which keeps their
+//! place within their first page); when `realloc` moved one to a place where the 64-byte
+//! boundary falls elsewhere, its bytes are moved within the new block. Everything goes through
+//! `malloc`, `calloc`, `realloc` and `free`, so tools that track the heap (valgrind) see every
+//! block.
 
 use std::alloc::{GlobalAlloc, Layout};
+
+/// See the module docs.
+pub(crate) struct Heap;
 
 /// Blocks of this size and more are aligned to [`ALIGN`].
 const ALIGNED_FROM: usize = 4096;
@@ -23,91 +37,177 @@ const ALIGNED_FROM: usize = 4096;
 const ALIGN: usize = 64;
 /// What `malloc` guarantees on 64-bit glibc.
 const MALLOC_ALIGN: usize = 16;
+/// Room kept before a wide block's start for the address of its `malloc` block.
+const HEADER: usize = std::mem::size_of::<usize>();
 
-/// See the module docs.
-pub(crate) struct Heap;
-
-/// Whether a block of `size` bytes asked with `align` gets [`ALIGN`] (its class is decided by
-/// the size alone, so `dealloc` and `realloc` find the same answer as `alloc`).
+/// Whether a block of `size` bytes asked with `align` is wide (its class is decided by the
+/// size and alignment alone, so `dealloc` and `realloc` find the same answer as `alloc`).
 fn wide(size: usize, align: usize) -> bool {
     size >= ALIGNED_FROM || align > MALLOC_ALIGN
 }
 
-fn aligned_alloc(size: usize, align: usize) -> *mut u8 {
-    let mut out = std::ptr::null_mut();
-    // SAFETY: `out` is a valid place for the pointer; the alignment is a power of two and a
-    // multiple of the pointer size.
-    let rc = unsafe { libc::posix_memalign(&mut out, align.max(ALIGN), size) };
-    if rc == 0 {
-        out.cast()
-    } else {
-        std::ptr::null_mut()
-    }
+/// The alignment a wide block asked with `align` gets.
+fn wide_align(align: usize) -> usize {
+    align.max(ALIGN)
 }
 
-// SAFETY: every block comes from glibc's malloc family with at least the alignment asked for,
-// and goes back to `free` (which takes blocks of `malloc` and `posix_memalign` alike).
+/// The size of the `malloc` block holding a wide block of `size` bytes: room for the header
+/// and for the way to the alignment boundary, whatever `malloc`'s own alignment.
+fn outer_size(size: usize, align: usize) -> Option<usize> {
+    size.checked_add(wide_align(align) + HEADER)
+}
+
+/// The start of the wide block inside the `malloc` block at `raw`: the first boundary of its
+/// alignment at least [`HEADER`] bytes in (below `wide_align(align) + HEADER` bytes in).
+fn start_in(raw: *mut u8, align: usize) -> *mut u8 {
+    let a = wide_align(align);
+    let addr = raw as usize;
+    raw.wrapping_add(((addr + HEADER + a - 1) & !(a - 1)) - addr)
+}
+
+/// Writes the header of the wide block at `start`: the address of its `malloc` block.
+///
+/// # Safety
+/// `start` came from [`start_in`] for `raw`, a block of at least `outer_size(_, align)` bytes
+/// (the slot lies between them, aligned: a multiple of the pointer size past an address malloc
+/// aligned at least that much).
+unsafe fn set_header(start: *mut u8, raw: *mut u8) {
+    // SAFETY: see above.
+    unsafe { start.cast::<*mut u8>().sub(1).write(raw) }
+}
+
+/// A wide block placed in the new `malloc` block `raw` (not null): its start, header written.
+///
+/// # Safety
+/// As [`set_header`].
+unsafe fn place(raw: *mut u8, align: usize) -> *mut u8 {
+    let start = start_in(raw, align);
+    // SAFETY: as the caller's.
+    unsafe { set_header(start, raw) };
+    start
+}
+
+/// The `malloc` block of the wide block starting at `start`.
+///
+/// # Safety
+/// `start` came from [`place`].
+unsafe fn outer(start: *mut u8) -> *mut u8 {
+    // SAFETY: `place` wrote the address there.
+    unsafe { start.cast::<*mut u8>().sub(1).read() }
+}
+
+// SAFETY: every block comes from glibc's malloc family with at least the alignment asked for
+// (wide blocks at their boundary inside a larger block), and goes back to `free`.
 unsafe impl GlobalAlloc for Heap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if wide(layout.size(), layout.align()) {
-            aligned_alloc(layout.size(), layout.align())
-        } else {
+        if !wide(layout.size(), layout.align()) {
             // SAFETY: plain malloc; its 16-byte alignment covers `layout.align()`.
-            unsafe { libc::malloc(layout.size()).cast() }
+            return unsafe { libc::malloc(layout.size()).cast() };
+        }
+        let Some(size) = outer_size(layout.size(), layout.align()) else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: plain malloc; a block of `size` bytes has room for `place`.
+        unsafe {
+            let raw: *mut u8 = libc::malloc(size).cast();
+            if raw.is_null() {
+                raw
+            } else {
+                place(raw, layout.align())
+            }
         }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if wide(layout.size(), layout.align()) {
-            let p = aligned_alloc(layout.size(), layout.align());
-            if !p.is_null() {
-                // SAFETY: `p` holds `layout.size()` bytes.
-                unsafe { std::ptr::write_bytes(p, 0, layout.size()) };
-            }
-            p
-        } else {
+        if !wide(layout.size(), layout.align()) {
             // SAFETY: plain calloc.
-            unsafe { libc::calloc(1, layout.size()).cast() }
+            return unsafe { libc::calloc(1, layout.size()).cast() };
+        }
+        let Some(size) = outer_size(layout.size(), layout.align()) else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: calloc zeroes the whole block (fresh pages without writing them); `place`
+        // writes only the header, before the start.
+        unsafe {
+            let raw: *mut u8 = libc::calloc(1, size).cast();
+            if raw.is_null() {
+                raw
+            } else {
+                place(raw, layout.align())
+            }
         }
     }
 
-    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
-        // SAFETY: `ptr` came from malloc, calloc, realloc or posix_memalign.
-        unsafe { libc::free(ptr.cast()) }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `alloc`, `alloc_zeroed` or `realloc` with this layout, so
+        // it is a malloc block or (wide) a block placed by `place`.
+        unsafe {
+            if wide(layout.size(), layout.align()) {
+                libc::free(outer(ptr).cast());
+            } else {
+                libc::free(ptr.cast());
+            }
+        }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let align = layout.align();
-        if align > MALLOC_ALIGN {
-            // Rare (no such type here): a new block and a copy.
-            let new = aligned_alloc(new_size, align);
-            if !new.is_null() {
-                // SAFETY: both blocks hold at least the copied length; they do not overlap.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-                    libc::free(ptr.cast());
+        let (align, old_size) = (layout.align(), layout.size());
+        let (was_wide, is_wide) = (wide(old_size, align), wide(new_size, align));
+        let kept = old_size.min(new_size);
+        // SAFETY (all arms): `ptr` holds `old_size` bytes, placed by `place` when `was_wide`;
+        // realloc keeps the contents of the malloc block up to the smaller size, and the moves
+        // stay inside the new block (`kept` bytes from an offset below `a + HEADER`, in a block
+        // of at least `kept + a + HEADER` bytes when it is wide).
+        unsafe {
+            match (was_wide, is_wide) {
+                (false, false) => libc::realloc(ptr.cast(), new_size).cast(),
+                (true, true) => {
+                    let Some(size) = outer_size(new_size, align) else {
+                        return std::ptr::null_mut();
+                    };
+                    let raw = outer(ptr);
+                    let offset = ptr as usize - raw as usize;
+                    let moved: *mut u8 = libc::realloc(raw.cast(), size).cast();
+                    if moved.is_null() {
+                        return moved;
+                    }
+                    // The bytes move before the header is written: its slot may lie among them.
+                    let start = start_in(moved, align);
+                    let at = moved.add(offset);
+                    if at != start {
+                        std::ptr::copy(at, start, kept);
+                    }
+                    set_header(start, moved);
+                    start
+                }
+                (false, true) => {
+                    // From malloc's alignment to a wide block: the bytes move to the boundary.
+                    let Some(size) = outer_size(new_size, align) else {
+                        return std::ptr::null_mut();
+                    };
+                    let moved: *mut u8 = libc::realloc(ptr.cast(), size).cast();
+                    if moved.is_null() {
+                        return moved;
+                    }
+                    let start = start_in(moved, align);
+                    std::ptr::copy(moved, start, kept);
+                    set_header(start, moved);
+                    start
+                }
+                (true, false) => {
+                    // Back to a plain malloc block: the bytes move to its start first.
+                    let raw = outer(ptr);
+                    std::ptr::copy(ptr, raw, kept);
+                    let moved: *mut u8 = libc::realloc(raw.cast(), new_size).cast();
+                    if moved.is_null() {
+                        // The old block stands, as realloc promises: its bytes go back.
+                        std::ptr::copy(raw, ptr, kept);
+                        set_header(ptr, raw);
+                    }
+                    moved
                 }
             }
-            return new;
         }
-        // SAFETY: `ptr` came from the malloc family; realloc keeps the contents.
-        let moved: *mut u8 = unsafe { libc::realloc(ptr.cast(), new_size).cast() };
-        if moved.is_null() || !wide(new_size, align) || moved as usize % ALIGN == 0 {
-            return moved;
-        }
-        // realloc moved a wide block to a less aligned address: once more, aligned. The
-        // alignment is for speed only: without memory for the move, the moved block stands.
-        let new = aligned_alloc(new_size, align);
-        if new.is_null() {
-            return moved;
-        }
-        // SAFETY: both blocks hold `new_size` bytes; they do not overlap; `moved` is freed
-        // once, here.
-        unsafe {
-            std::ptr::copy_nonoverlapping(moved, new, new_size);
-            libc::free(moved.cast());
-        }
-        new
     }
 }
 
@@ -144,5 +244,75 @@ mod tests {
         let w: Vec<Wide> = (0..40).map(|_| Wide([1; 128])).collect();
         assert_eq!(w.as_ptr() as usize % 128, 0);
         assert!(w.iter().all(|x| x.0.iter().all(|&b| b == 1)));
+    }
+
+    #[test]
+    fn blocks_move_their_bytes_to_the_boundary_wherever_realloc_puts_them() {
+        // Wide blocks grown and shrunk among other blocks (so that realloc moves them to
+        // places of every offset), across the wide/plain limit both ways, zeroed or not.
+        let mut keep = Vec::new();
+        for round in 0..64usize {
+            let mut v: Vec<u8> = if round % 2 == 0 {
+                vec![0u8; 5000 + round * 16]
+            } else {
+                Vec::with_capacity(100 + round)
+            };
+            assert!(v.iter().all(|&b| b == 0));
+            v.clear();
+            v.extend((0..5000 + round * 16).map(|i| (i * 7 + round) as u8));
+            keep.push(vec![round as u8; 16 * round + 1]);
+            // Bytes of the pattern that survive every shrink so far; the rest is 0xAB.
+            let mut head = v.len();
+            for target in [9000, 70_000, 6000, 300, 4100, 200_000, 1000] {
+                v.resize(target.max(v.len()), 0xAB);
+                v.truncate(target);
+                v.shrink_to_fit();
+                if v.capacity() >= 4096 {
+                    assert_eq!(v.as_ptr() as usize % 64, 0, "round {round} at {target}");
+                }
+                head = head.min(target);
+                assert!(
+                    v[..head]
+                        .iter()
+                        .enumerate()
+                        .all(|(i, &b)| b == (i * 7 + round) as u8),
+                    "round {round} at {target}"
+                );
+                assert!(
+                    v[head..].iter().all(|&b| b == 0xAB),
+                    "round {round} at {target}"
+                );
+            }
+        }
+        assert!(keep
+            .iter()
+            .enumerate()
+            .all(|(r, k)| k.iter().all(|&b| b == r as u8)));
+    }
+
+    #[test]
+    fn a_large_zeroed_block_keeps_its_pages_untouched() {
+        // 64 MiB: above glibc's largest dynamic mmap threshold (32 MiB), so calloc maps fresh
+        // pages however the threshold moved in this process. Filling it with zeros (as
+        // `posix_memalign` and `memset` did) would make all 16384 pages resident.
+        const LEN: usize = 64 << 20;
+        let v = vec![0u8; LEN];
+        let page = 4096;
+        let first = (v.as_ptr() as usize).div_ceil(page) * page;
+        let pages = (v.as_ptr() as usize + LEN - first) / page;
+        let mut resident = vec![0u8; pages];
+        // SAFETY: the range lies within `v`'s block; `resident` has one byte per page.
+        let rc = unsafe {
+            libc::mincore(
+                first as *mut libc::c_void,
+                pages * page,
+                resident.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0);
+        let touched = resident.iter().filter(|&&r| r & 1 != 0).count();
+        assert!(touched <= 2, "{touched} of {pages} pages resident");
+        assert_eq!(v[LEN / 2], 0);
+        assert_eq!(v[LEN - 1], 0);
     }
 }

@@ -665,12 +665,15 @@ impl ConnBuffers {
         }
     }
 
+    /// Allocates both buffers at their first use, zeroed by the allocator rather than filled
+    /// with zeros: a page of a large buffer becomes resident only when bytes are written to it
+    /// (see `heap.rs`), and most of the 512 KiB output buffer never is.
     fn ensure(&mut self) {
-        if self.output.len() < self.output_size {
-            self.output.resize(self.output_size, 0);
+        if self.output.is_empty() {
+            self.output = vec![0; self.output_size];
         }
-        if self.input.len() < self.input_size {
-            self.input.resize(self.input_size, 0);
+        if self.input.is_empty() {
+            self.input = vec![0; self.input_size];
         }
     }
 
