@@ -276,3 +276,23 @@ pub(crate) fn release_process_state() {
     agent::release();
     connect::release();
 }
+
+/// For tests of what the library leaves untouched: how many whole pages of the `len` bytes
+/// from `from` are resident (Linux's `mincore`).
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn resident_pages(from: *const u8, len: usize) -> usize {
+    let page = 4096;
+    let first = (from as usize).next_multiple_of(page);
+    let pages = (from as usize + len).saturating_sub(first) / page;
+    let mut resident = vec![0u8; pages];
+    // SAFETY: the range lies inside the caller's allocation; one byte per page.
+    let rc = unsafe {
+        libc::mincore(
+            first as *mut libc::c_void,
+            pages * page,
+            resident.as_mut_ptr(),
+        )
+    };
+    assert_eq!(rc, 0);
+    resident.iter().filter(|&&r| r & 1 != 0).count()
+}

@@ -890,24 +890,6 @@ mod tests {
         }
     }
 
-    #[cfg(target_os = "linux")]
-    fn resident_pages(from: *const u8, len: usize) -> usize {
-        let page = 4096;
-        let first = (from as usize).next_multiple_of(page);
-        let pages = (from as usize + len - first) / page;
-        let mut resident = vec![0u8; pages];
-        // SAFETY: the range lies inside the caller's allocation; one byte per page.
-        let rc = unsafe {
-            libc::mincore(
-                first as *mut libc::c_void,
-                pages * page,
-                resident.as_mut_ptr(),
-            )
-        };
-        assert_eq!(rc, 0);
-        resident.iter().filter(|&&r| r & 1 != 0).count()
-    }
-
     #[test]
     #[cfg(target_os = "linux")]
     fn prefault_maps_the_window_ahead_and_keeps_the_bytes() {
@@ -922,8 +904,8 @@ mod tests {
             return;
         }
         let spare = body.spare_capacity_mut().as_ptr().cast::<u8>();
-        let ahead = resident_pages(spare, window);
-        let beyond = resident_pages(spare.wrapping_add(window + 4096), 8 << 20);
+        let ahead = crate::core::resident_pages(spare, window);
+        let beyond = crate::core::resident_pages(spare.wrapping_add(window + 4096), 8 << 20);
         assert!(
             ahead >= window / 4096 - 1,
             "{ahead} pages of the window resident"
