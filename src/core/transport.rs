@@ -667,8 +667,9 @@ fn send_once(
 /// Maps the pages of `body`'s spare room up to length `end` before bytes are written there:
 /// one system call (Linux's `MADV_POPULATE_WRITE`) instead of a page fault for every 4 KiB.
 /// On this project's virtual machine, zeroing 48 MiB of fresh pages 256 KiB at a time took
-/// 34 ms with a fault per page and 22 ms with each 256 KiB mapped first. Windows under 64 KiB are left to faults. Returns whether the pages were
-/// mapped (false also on kernels before 5.14, which refuse the advice: faults as before).
+/// 34 ms with a fault per page and 22 ms with each 256 KiB mapped first. Windows under 64 KiB
+/// are left to faults. Returns whether the pages were mapped (false also on kernels before
+/// 5.14, which refuse the advice: faults as before).
 fn prefault(body: &mut Vec<u8>, end: usize) -> bool {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
@@ -768,9 +769,9 @@ fn read_body(
                 .map_err(|_| too_large())?;
         }
         if filled == body.len() {
-            // Zeroed just ahead of the bytes that will overwrite it: the zeroing (and the
-            // page faults of a fresh block) and the copy that follows meet in the cache,
-            // instead of two passes over the whole buffer.
+            // Mapped and zeroed just ahead of the bytes that will overwrite it: the zeroing
+            // and the copy that follows meet in the cache, instead of two passes over the
+            // whole buffer.
             let end = room.min(filled + ZERO_AHEAD);
             prefault(&mut body, end);
             body.resize(end, 0);
