@@ -226,10 +226,16 @@ pub fn inputs(data: &[u8]) {
         }
         Err(e) => check_error(e, "descr"),
     }
-    match request::build_body(&token, &text) {
-        Ok(body) => assert!(serde_json::from_str::<Value>(&body).is_ok_and(|v| v.is_object())),
+    let body = request::build_body(&token, &text);
+    match &body {
+        Ok(body) => assert!(serde_json::from_str::<Value>(body).is_ok_and(|v| v.is_object())),
         Err(e) => assert!(matches!(e.param(), Some("descr" | "model")), "{e}"),
     }
+    // The plain path's body is the parsed object's, byte for byte.
+    assert_eq!(
+        body.map_err(|e| e.to_string()),
+        request::general_body(&token, &text, None).map_err(|e| e.to_string())
+    );
     match request::build_headers(&token, &text) {
         Ok(headers) => {
             for (name, value) in headers.iter() {

@@ -44,10 +44,13 @@ impl Endpoint {
                 ),
             ));
         }
-        let lower = base.to_ascii_lowercase();
-        let rest = if lower.starts_with("http://") {
+        let scheme = |s: &str| {
+            base.get(..s.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(s))
+        };
+        let rest = if scheme("http://") {
             &base[7..]
-        } else if lower.starts_with("https://") {
+        } else if scheme("https://") {
             &base[8..]
         } else {
             return Err(Error::invalid(
@@ -61,7 +64,11 @@ impl Endpoint {
         if rest.is_empty() || rest.starts_with(['/', '?', '#']) {
             return Err(Error::invalid("url", "url has no host"));
         }
-        if base.chars().any(|c| c.is_control() || c == ' ') {
+        // Bytes first: most URLs are ASCII, and only then do C1 controls need the characters.
+        let ascii_bad = |b: &u8| *b < 0x20 || *b == 0x7f || *b == b' ';
+        if base.as_bytes().iter().any(ascii_bad)
+            || (!base.is_ascii() && base.chars().any(|c| c.is_control()))
+        {
             return Err(Error::invalid(
                 "url",
                 "url contains spaces or control characters",
@@ -191,5 +198,20 @@ mod tests {
             let err = Endpoint::from_base(bad).unwrap_err();
             assert_eq!(err.param(), Some("url"), "{bad}");
         }
+        // Controls, C0, DEL and C1 (the last only seen as characters), anywhere in the URL.
+        for bad in [
+            "http://a\tb/",
+            "http://a/\u{7f}",
+            "https://a/\u{85}x",
+            "https://\u{9f}a/",
+        ] {
+            let err = Endpoint::from_base(bad).unwrap_err();
+            assert!(
+                err.to_string().contains("control characters"),
+                "{bad:?}: {err}"
+            );
+        }
+        // The scheme in any case.
+        assert_eq!(ep("HTTPS://a/"), "HTTPS://a/v1/images/generations");
     }
 }

@@ -53,44 +53,139 @@ pub(crate) fn is_default_header(name: &str) -> bool {
 /// Builds the request body: `model` first when `model` is non-empty, then every field of the
 /// description in its order; a `model` inside the description wins (and keeps the first place).
 pub fn build_body(model: &str, descr: &str) -> Result<String, Error> {
-    write_body(model, &parse_object(descr, "descr")?, None)
+    body_with(model, descr, None)
 }
 
 /// [`build_body`] with `"stream": true` (replacing a `stream` the description gives, in its
 /// place; else last).
 pub fn build_stream_body(model: &str, descr: &str) -> Result<String, Error> {
-    write_body(
-        model,
-        &parse_object(descr, "descr")?,
-        Some(("stream", &Value::Bool(true))),
-    )
+    body_with(model, descr, Some(("stream", "true")))
 }
 
-/// Writes the body from the parsed description in one go (serde_json's writer into a byte
-/// buffer: no second map, no `fmt` machinery). `set` replaces a field in its place, or comes
-/// last.
+fn body_with(model: &str, descr: &str, set: Option<(&str, &str)>) -> Result<String, Error> {
+    match plain_fields(descr) {
+        Some(fields) => write_body(model, &fields, set),
+        None => general_body(model, descr, set),
+    }
+}
+
+/// The body through a parsed object: any description [`parse_object`] accepts. (The fuzz
+/// target holds [`build_body`] to it.)
+pub(crate) fn general_body(
+    model: &str,
+    descr: &str,
+    set: Option<(&str, &str)>,
+) -> Result<String, Error> {
+    let map = parse_object(descr, "descr")?;
+    let texts: Vec<String> = map.values().map(Value::to_string).collect();
+    let fields: Vec<(&str, &str)> = map
+        .keys()
+        .map(String::as_str)
+        .zip(texts.iter().map(String::as_str))
+        .collect();
+    write_body(model, &fields, set)
+}
+
+/// Most fields a description may have for [`plain_fields`] (a repeated key is looked for
+/// among those before it); a longer one takes the general path.
+const PLAIN_FIELDS_MAX: usize = 32;
+
+/// The description's fields as written, when it is a JSON object whose keys have no escapes
+/// and whose values are all ones serde_json would write back byte for byte: `true`, `false`,
+/// `null`, an integer of at most 18 digits (not `-0`), or a string without escapes. Such a
+/// description (every one OPI's examples give) needs no tree of values: its body is the same
+/// text [`parse_object`] and a re-serialisation would give. `None` sends everything else down
+/// that general path (single quotes, files, floats, nested values, escapes, errors).
+///
+/// A repeated key keeps its first place and takes the last value, as in a parsed object.
+fn plain_fields(descr: &str) -> Option<Vec<(&str, &str)>> {
+    use serde::de::{Deserializer, Error as _, MapAccess, Visitor};
+    use serde_json::value::RawValue;
+
+    struct Fields;
+    impl<'de> Visitor<'de> for Fields {
+        type Value = Vec<(&'de str, &'de str)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut fields: Vec<(&'de str, &'de str)> = Vec::with_capacity(8);
+            while let Some((key, value)) = map.next_entry::<&'de str, &'de RawValue>()? {
+                let value = value.get();
+                if !writes_back_unchanged(value) {
+                    return Err(A::Error::custom("not plain"));
+                }
+                if let Some(field) = fields.iter_mut().find(|(k, _)| *k == key) {
+                    field.1 = value;
+                } else if fields.len() < PLAIN_FIELDS_MAX {
+                    fields.push((key, value));
+                } else {
+                    return Err(A::Error::custom("too many fields"));
+                }
+            }
+            Ok(fields)
+        }
+    }
+
+    let text = descr.trim();
+    if !text.starts_with('{') {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let fields = (&mut de).deserialize_map(Fields).ok()?;
+    de.end().ok()?;
+    Some(fields)
+}
+
+/// Whether serde_json, parsing the JSON text `raw` into a value and writing it, gives `raw`.
+fn writes_back_unchanged(raw: &str) -> bool {
+    match raw.as_bytes() {
+        b"true" | b"false" | b"null" | b"0" => true,
+        // A string without escapes: serde_json escapes only `"`, `\` and control characters,
+        // and a string written without escapes has none of them.
+        [b'"', inner @ .., b'"'] => !inner.contains(&b'\\'),
+        // An integer fits u64 or i64 up to 18 digits; `-0` would come back as `-0.0`.
+        [b'-', digits @ ..] | digits => {
+            matches!(digits.first(), Some(b'1'..=b'9'))
+                && digits.len() <= 18
+                && digits.iter().all(u8::is_ascii_digit)
+        }
+    }
+}
+
+/// Writes the body from the description's fields, each value as JSON text. `set` replaces a
+/// field in its place, or comes last.
 fn write_body(
     model: &str,
-    fields: &JsonObject,
-    set: Option<(&str, &Value)>,
+    fields: &[(&str, &str)],
+    set: Option<(&str, &str)>,
 ) -> Result<String, Error> {
-    use serde::ser::{SerializeMap, Serializer};
-    let mut out = Vec::with_capacity(128);
-    let mut ser = serde_json::Serializer::new(&mut out);
-    let mut map = ser.serialize_map(None).map_err(body_error)?;
-    let model_value;
+    let size = fields
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 4)
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(size + model.len() + 32);
+    out.push(b'{');
+    let field = |out: &mut Vec<u8>, key: &str, value: Result<&str, &str>| {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, key).map_err(body_error)?;
+        out.push(b':');
+        match value {
+            Ok(json) => out.extend_from_slice(json.as_bytes()),
+            Err(text) => serde_json::to_writer(&mut *out, text).map_err(body_error)?,
+        }
+        Ok::<(), Error>(())
+    };
     if !model.is_empty() {
-        let value = match fields.get("model") {
-            Some(value) => value,
-            None => {
-                model_value = Value::String(model.to_string());
-                &model_value
-            }
-        };
-        map.serialize_entry("model", value).map_err(body_error)?;
+        match fields.iter().find(|(k, _)| *k == "model") {
+            Some((_, value)) => field(&mut out, "model", Ok(value))?,
+            None => field(&mut out, "model", Err(model))?,
+        }
     }
     let mut pending = set;
-    for (key, value) in fields {
+    for &(key, value) in fields {
         if !model.is_empty() && key == "model" {
             continue;
         }
@@ -101,13 +196,13 @@ fn write_body(
             }
             _ => value,
         };
-        map.serialize_entry(key, value).map_err(body_error)?;
+        field(&mut out, key, Ok(value))?;
     }
     if let Some((name, value)) = pending {
-        map.serialize_entry(name, value).map_err(body_error)?;
+        field(&mut out, name, Ok(value))?;
     }
-    SerializeMap::end(map).map_err(body_error)?;
-    // serde_json writes UTF-8 only.
+    out.push(b'}');
+    // serde_json writes UTF-8 only, and the rest is the description's own text.
     String::from_utf8(out).map_err(|e| body_error(e.to_string()))
 }
 
@@ -341,6 +436,56 @@ mod tests {
     fn model_in_description_wins_and_stays_first() {
         let b = build_body("dall-e-3", r#"{"prompt":"p","model":"gpt-image-1","n":1}"#).unwrap();
         assert_eq!(b, r#"{"model":"gpt-image-1","prompt":"p","n":1}"#);
+    }
+
+    /// The plain path gives the general path's bytes, and declines what it cannot give so.
+    #[test]
+    fn plain_descriptions_give_the_parsed_objects_body() {
+        let plain = [
+            r#"{"prompt":"Yellow alpaca","n":1,"size":"1024x1024"}"#,
+            r#" { "prompt" : "Жёлтая альпака 🦙" , "n" : 10 , "quality":"hd" } "#,
+            r#"{"prompt":"p","model":"gpt-image-1","n":1}"#,
+            r#"{"model":null,"stream":false,"n":-12,"big":123456789012345678}"#,
+            r#"{"n":1,"prompt":"a","n":2,"stream":true}"#,
+            "{\"a\":\"\u{7f}\",\"\":\"\"}",
+            "{}",
+        ];
+        for descr in plain {
+            assert!(plain_fields(descr).is_some(), "{descr}");
+        }
+        let general = [
+            r#"{"prompt":"say \"hi\"","n":1}"#,
+            r#"{"pr\u006fmpt":"p"}"#,
+            r#"{"n":1.0}"#,
+            r#"{"n":1e3}"#,
+            r#"{"n":-0}"#,
+            r#"{"n":1234567890123456789}"#,
+            r#"{"n":[1,2]}"#,
+            r#"{"n":{"a":1}}"#,
+            "{'prompt':'single'}",
+            r#"{"n":1}x"#,
+            "[1]",
+            "",
+        ];
+        for descr in general {
+            assert!(plain_fields(descr).is_none(), "{descr}");
+        }
+        for descr in plain.iter().chain(&general) {
+            for model in ["", "dall-e-3", "a\"b"] {
+                for set in [None, Some(("stream", "true")), Some(("n", "true"))] {
+                    let fast = body_with(model, descr, set).map_err(|e| e.to_string());
+                    let slow = general_body(model, descr, set).map_err(|e| e.to_string());
+                    assert_eq!(fast, slow, "{descr} {model} {set:?}");
+                }
+            }
+        }
+        let many: String = (0..40).map(|i| format!(",\"k{i}\":{i}")).collect();
+        let many = format!("{{\"a\":0{many}}}");
+        assert!(plain_fields(&many).is_none());
+        assert_eq!(
+            build_body("m", &many).unwrap(),
+            general_body("m", &many, None).unwrap()
+        );
     }
 
     #[test]
