@@ -619,7 +619,7 @@ mod tests {
                 .unwrap_or(b.len());
             Span {
                 stop,
-                low: b[..stop].iter().any(|&c| c < 0x20 || c >= 0x80),
+                low: b[..stop].iter().any(|&c| !(0x20..0x80).contains(&c)),
                 seen: b[..stop].contains(&rare),
             }
         }
