@@ -174,6 +174,8 @@ pub fn classify(data: &[u8]) {
         stream: None,
     };
     let result = crate::core::result::classify(resp, &token);
+    // Saving reads the same from the answer through its skeleton as from the answer itself.
+    assert!(crate::core::save::skeleton_agrees(&result), "{result}");
     assert!(
         reference_is_json(result.as_bytes()),
         "the result is not JSON: {result}"

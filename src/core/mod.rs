@@ -12,7 +12,7 @@ mod log;
 pub mod options;
 pub mod request;
 pub mod result;
-mod save;
+pub(crate) mod save;
 pub mod sse;
 pub mod stream;
 pub(crate) mod tls;

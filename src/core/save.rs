@@ -56,7 +56,8 @@ pub(crate) fn save_images(
     if !(200..300).contains(&status) {
         return Ok(json);
     }
-    let Ok(answer) = serde_json::from_str::<Answer>(&json) else {
+    let skeleton = Skeleton::of(&json, SKELETON_MIN);
+    let Ok(answer) = serde_json::from_str::<Answer>(skeleton.text(&json)) else {
         return Ok(json);
     };
     let Some(items) = answer.data else {
@@ -69,14 +70,16 @@ pub(crate) fn save_images(
     });
     let declared = answer
         .output_format
+        .and_then(|raw| serde_json::from_str::<String>(&json[skeleton.locate(&json, raw)]).ok())
         .as_deref()
         .and_then(extension_of_format);
     // Offsets only from here on: the answer's text becomes bytes, cut and spliced at the end.
     let sources: Vec<Source> = items
         .iter()
-        .map(|item| Source::of(item.as_ref(), &json))
+        .map(|item| Source::of(item.as_ref(), &json, &|raw| skeleton.locate(&json, raw)))
         .collect();
     drop(items);
+    drop(skeleton);
     let json = json.into_bytes();
     let mut edits: Vec<Edit> = Vec::new();
     let mut written = 0usize;
@@ -125,11 +128,81 @@ impl From<Error> for ItemError {
     }
 }
 
+/// String values at least this long (quotes included) are left out of the text serde_json
+/// parses ([`Skeleton`]): image strings, not the keys, numbers and short strings around them.
+const SKELETON_MIN: usize = 4096;
+
+/// The answer's text as serde_json parses it to find the images: with each long string value
+/// written as `""`, so that serde_json does not cross megabytes of base64 byte by byte (its
+/// pass took three times as long as the scan that already validated the answer). The text
+/// keeps the answer's structure, keys and every other value; [`Skeleton::locate`] takes a
+/// value found in it back to its place in the answer.
+struct Skeleton {
+    /// `None` when the answer has no long string value: serde_json parses the answer itself.
+    text: Option<String>,
+    /// Each left-out string: where its `""` stands in `text`, and its range in the answer.
+    marks: Vec<(usize, Range<usize>)>,
+}
+
+impl Skeleton {
+    fn of(json: &str, min: usize) -> Skeleton {
+        let long = super::json_scan::long_string_values(json.as_bytes(), min);
+        if long.is_empty() {
+            return Skeleton {
+                text: None,
+                marks: Vec::new(),
+            };
+        }
+        let kept = json.len() - long.iter().map(|r| r.len() - 2).sum::<usize>();
+        let mut text = String::with_capacity(kept);
+        let mut marks = Vec::with_capacity(long.len());
+        let mut at = 0;
+        for range in long {
+            // Quotes are ASCII, so every cut falls between characters.
+            text.push_str(&json[at..range.start]);
+            marks.push((text.len(), range.clone()));
+            text.push_str("\"\"");
+            at = range.end;
+        }
+        text.push_str(&json[at..]);
+        Skeleton {
+            text: Some(text),
+            marks,
+        }
+    }
+
+    /// What serde_json parses.
+    fn text<'a>(&'a self, json: &'a str) -> &'a str {
+        self.text.as_deref().unwrap_or(json)
+    }
+
+    /// The range in the answer of `raw`, a value borrowed from [`Skeleton::text`].
+    fn locate(&self, json: &str, raw: &RawValue) -> Range<usize> {
+        let text = self.text(json);
+        let at = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+        match self.marks.binary_search_by_key(&at, |(mark, _)| *mark) {
+            Ok(k) => self.marks[k].1.clone(),
+            Err(k) => {
+                // Every left-out string before it: its length less the two quotes kept.
+                let start = match k.checked_sub(1) {
+                    Some(last) => {
+                        let (mark, ref original) = self.marks[last];
+                        original.end + (at - (mark + 2))
+                    }
+                    None => at,
+                };
+                start..start + raw.get().len()
+            }
+        }
+    }
+}
+
 /// The parts of an answer that saving needs, borrowed from its text (no string copied).
 #[derive(Default)]
 struct Answer<'a> {
     created: Option<u64>,
-    output_format: Option<String>,
+    /// Located in the answer and read as a string after the parse.
+    output_format: Option<&'a RawValue>,
     /// `None` when there is no `data` array; an item is `None` when it is not an object.
     data: Option<Vec<Option<Item<'a>>>>,
 }
@@ -142,6 +215,7 @@ struct Item<'a> {
 }
 
 /// Where an item's image comes from, as offsets into the answer's text.
+#[derive(Debug, PartialEq)]
 enum Source {
     /// A `b64_json` string: its content as written (JSON escapes such as `\/` or `\n`, rare,
     /// are only looked for when it does not decode as it stands), and its whole member
@@ -168,26 +242,28 @@ impl Source {
         }
     }
 
-    fn of(item: Option<&Item>, json: &str) -> Source {
+    /// `locate` gives a value's range in the answer `json`.
+    fn of(item: Option<&Item>, json: &str, locate: &dyn Fn(&RawValue) -> Range<usize>) -> Source {
         let Some(item) = item else {
             return Source::None;
         };
-        let offset = |raw: &RawValue| raw.get().as_ptr() as usize - json.as_ptr() as usize;
         let b64 = item.b64_json.filter(|raw| raw.get().starts_with('"'));
         if let Some(raw) = b64 {
-            let start = offset(raw);
-            let end = start + raw.get().len();
+            let Range { start, end } = locate(raw);
             let content = start + 1..end - 1;
             let member = member_start(json.as_bytes(), start).map(|m| m..end);
             return Source::Base64 { content, member };
         }
-        match item
-            .url
-            .and_then(|raw| Some((serde_json::from_str::<String>(raw.get()).ok()?, raw)))
-        {
-            Some((url, raw)) => Source::Url {
+        let url = item.url.map(locate);
+        match url.and_then(|range| {
+            Some((
+                serde_json::from_str::<String>(&json[range.clone()]).ok()?,
+                range,
+            ))
+        }) {
+            Some((url, range)) => Source::Url {
                 url,
-                end: offset(raw) + raw.get().len(),
+                end: range.end,
             },
             None => Source::None,
         }
@@ -413,10 +489,7 @@ impl<'de: 'a, 'a> Visitor<'de> for AnswerVisitor<'a> {
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "created" => answer.created = map.next_value::<&RawValue>()?.get().parse().ok(),
-                "output_format" => {
-                    let raw = map.next_value::<&RawValue>()?;
-                    answer.output_format = serde_json::from_str(raw.get()).ok();
-                }
+                "output_format" => answer.output_format = Some(map.next_value::<&RawValue>()?),
                 "data" => answer.data = map.next_value::<Data>()?.0,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -694,9 +767,72 @@ fn download(
     }
 }
 
+/// What saving reads from an answer, through a skeleton leaving out string values of
+/// `min` bytes and more.
+fn parts(json: &str, min: usize) -> Option<(Option<u64>, Option<String>, Vec<Source>)> {
+    let skeleton = Skeleton::of(json, min);
+    let answer = serde_json::from_str::<Answer>(skeleton.text(json)).ok()?;
+    let locate = |raw: &RawValue| skeleton.locate(json, raw);
+    let format = answer
+        .output_format
+        .and_then(|raw| serde_json::from_str::<String>(&json[locate(raw)]).ok());
+    let sources = answer
+        .data?
+        .iter()
+        .map(|item| Source::of(item.as_ref(), json, &locate))
+        .collect();
+    Some((answer.created, format, sources))
+}
+
+/// Whether the skeleton changes nothing saving reads from `json` (for the fuzz target): the
+/// same created, output_format and sources with every string value left out, with the long
+/// ones left out, and with none.
+pub(crate) fn skeleton_agrees(json: &str) -> bool {
+    let plain = parts(json, usize::MAX);
+    parts(json, SKELETON_MIN) == plain && parts(json, 1) == plain
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The skeleton changes nothing saving reads: every string value left out (1), the long
+    /// ones (the default), none; with escapes, keys as long as images, a `data:` URL, values
+    /// of every kind around them, and answers that are not image answers.
+    #[test]
+    fn the_skeleton_finds_what_the_answer_holds() {
+        let long = "iVBORw0KGgo".repeat(600);
+        let escaped = format!("{}\\/{}\\u0041", &long[..3000], &long[3000..]);
+        let key = "k".repeat(5000);
+        let answers = [
+            format!(r#"{{"created":7,"data":[{{"b64_json":"{long}","revised_prompt":"p"}}]}}"#),
+            format!(
+                r#" {{ "output_format" : "webp" , "data" : [ {{ "url" : "data:image/png;base64,{long}" }} ,
+                   {{ "b64_json" : "{escaped}" }}, 5, "{long}", [], {{"b64_json":7,"url":"https://x/y"}} ],
+                   "{key}" : "{long}", "created" : 12 , "usage" : {{"n":[1.5,true,null,"{long}"]}} }}"#
+            ),
+            format!(
+                r#"{{"data":[{{"b64_json":"a"}},{{"{key}":1,"b64_json":"{long}"}}],"data":[{{"url":"u"}}]}}"#
+            ),
+            format!(r#"{{"output_format":"{long}","created":"3","data":{{"b64_json":"{long}"}}}}"#),
+            format!(r#"{{"data":"{long}"}}"#),
+            format!(r#"["{long}"]"#),
+            r#"{"created":1,"data":[{"b64_json":""}]}"#.to_string(),
+        ];
+        for json in &answers {
+            let plain = parts(json, usize::MAX);
+            assert_eq!(parts(json, SKELETON_MIN), plain, "{json:.200}");
+            assert_eq!(parts(json, 1), plain, "{json:.200}");
+        }
+        // Long string values are left out of the text serde_json parses; keys never are.
+        let skeleton = Skeleton::of(&answers[1], SKELETON_MIN);
+        let text = skeleton.text(&answers[1]);
+        assert!(
+            text.len() < 400 + key.len() && text.contains(&key),
+            "{text:.400}"
+        );
+        assert_eq!(skeleton.marks.len(), 5);
+    }
 
     #[test]
     fn magic_bytes_name_the_format() {
