@@ -195,7 +195,7 @@ struct Scanner<'a> {
 /// What [`span`] found: where the string's text stops, and what the bytes before it hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Span {
-    /// Index of the first `"` or `\\`, or the length when there is none.
+    /// Index of the first `"` or `\`, or the length when there is none.
     stop: usize,
     /// A control character or a non-ASCII byte before `stop` (as `i8`, exactly the values
     /// below 0x20).
@@ -204,7 +204,7 @@ struct Span {
     seen: bool,
 }
 
-/// Runs of string text: up to the first `"` or `\\` of `b`, whether a control or non-ASCII
+/// Runs of string text: up to the first `"` or `\` of `b`, whether a control or non-ASCII
 /// byte comes before it, and whether `rare` does.
 ///
 /// With AVX2 (nearly every x86-64 processor since 2013) this is one pass, 64 bytes a step,
@@ -248,8 +248,8 @@ fn span_avx2(b: &[u8], rare: u8) -> Span {
     let mut seen = _mm256_setzero_si256();
     let load = |at: usize| {
         assert!(at + 32 <= b.len());
-        // SAFETY: the 32 bytes from `at` are inside `b` (asserted just above; the assert
-        // compiles away where the loop's bound already shows it); unaligned loads are allowed.
+        // SAFETY: the 32 bytes from `at` are inside `b` (asserted just above: a compare the
+        // loops below hardly notice); `_mm256_loadu_si256` needs no alignment.
         unsafe { _mm256_loadu_si256(b.as_ptr().add(at).cast()) }
     };
     let stops =
