@@ -166,22 +166,24 @@ fn write_body(
         .sum::<usize>();
     let mut out = Vec::with_capacity(size + model.len() + 32);
     out.push(b'{');
-    let field = |out: &mut Vec<u8>, key: &str, value: Result<&str, &str>| {
+    // Each value is JSON text; the key is written as a JSON string.
+    let field = |out: &mut Vec<u8>, key: &str, json: &str| {
         if out.len() > 1 {
             out.push(b',');
         }
         serde_json::to_writer(&mut *out, key).map_err(body_error)?;
         out.push(b':');
-        match value {
-            Ok(json) => out.extend_from_slice(json.as_bytes()),
-            Err(text) => serde_json::to_writer(&mut *out, text).map_err(body_error)?,
-        }
+        out.extend_from_slice(json.as_bytes());
         Ok::<(), Error>(())
     };
     if !model.is_empty() {
         match fields.iter().find(|(k, _)| *k == "model") {
-            Some((_, value)) => field(&mut out, "model", Ok(value))?,
-            None => field(&mut out, "model", Err(model))?,
+            Some((_, value)) => field(&mut out, "model", value)?,
+            None => field(
+                &mut out,
+                "model",
+                &serde_json::to_string(model).map_err(body_error)?,
+            )?,
         }
     }
     let mut pending = set;
@@ -196,10 +198,10 @@ fn write_body(
             }
             _ => value,
         };
-        field(&mut out, key, Ok(value))?;
+        field(&mut out, key, value)?;
     }
     if let Some((name, value)) = pending {
-        field(&mut out, name, Ok(value))?;
+        field(&mut out, name, value)?;
     }
     out.push(b'}');
     // serde_json writes UTF-8 only, and the rest is the description's own text.

@@ -56,30 +56,17 @@ pub(crate) fn save_images(
     if !(200..300).contains(&status) {
         return Ok(json);
     }
-    let skeleton = Skeleton::of(&json, SKELETON_MIN);
-    let Ok(answer) = serde_json::from_str::<Answer>(skeleton.text(&json)) else {
+    let Some(found) = find_images(&json, SKELETON_MIN) else {
         return Ok(json);
     };
-    let Some(items) = answer.data else {
-        return Ok(json);
-    };
-    let created = answer.created.unwrap_or_else(|| {
+    let created = found.created.unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
     });
-    let declared = answer
-        .output_format
-        .and_then(|raw| serde_json::from_str::<String>(&json[skeleton.locate(&json, raw)]).ok())
-        .as_deref()
-        .and_then(extension_of_format);
+    let declared = found.output_format.as_deref().and_then(extension_of_format);
     // Offsets only from here on: the answer's text becomes bytes, cut and spliced at the end.
-    let sources: Vec<Source> = items
-        .iter()
-        .map(|item| Source::of(item.as_ref(), &json, &|raw| skeleton.locate(&json, raw)))
-        .collect();
-    drop(items);
-    drop(skeleton);
+    let sources = found.sources;
     let json = json.into_bytes();
     let mut edits: Vec<Edit> = Vec::new();
     let mut written = 0usize;
@@ -767,13 +754,22 @@ fn download(
     }
 }
 
-/// What saving reads from an answer, through a skeleton leaving out string values of
-/// `min` bytes and more.
-fn parts(json: &str, min: usize) -> Option<(Option<u64>, Option<String>, Vec<Source>)> {
+/// What saving reads from an answer.
+#[derive(Debug, PartialEq)]
+struct Found {
+    created: Option<u64>,
+    output_format: Option<String>,
+    /// One per item of `data`, as offsets into the answer.
+    sources: Vec<Source>,
+}
+
+/// Reads what saving needs from the answer `json`, through a [`Skeleton`] leaving out string
+/// values of `min` bytes and more; `None` when it is not an object with a `data` array.
+fn find_images(json: &str, min: usize) -> Option<Found> {
     let skeleton = Skeleton::of(json, min);
     let answer = serde_json::from_str::<Answer>(skeleton.text(json)).ok()?;
     let locate = |raw: &RawValue| skeleton.locate(json, raw);
-    let format = answer
+    let output_format = answer
         .output_format
         .and_then(|raw| serde_json::from_str::<String>(&json[locate(raw)]).ok());
     let sources = answer
@@ -781,15 +777,19 @@ fn parts(json: &str, min: usize) -> Option<(Option<u64>, Option<String>, Vec<Sou
         .iter()
         .map(|item| Source::of(item.as_ref(), json, &locate))
         .collect();
-    Some((answer.created, format, sources))
+    Some(Found {
+        created: answer.created,
+        output_format,
+        sources,
+    })
 }
 
 /// Whether the skeleton changes nothing saving reads from `json` (for the fuzz target): the
 /// same created, output_format and sources with every string value left out, with the long
 /// ones left out, and with none.
 pub(crate) fn skeleton_agrees(json: &str) -> bool {
-    let plain = parts(json, usize::MAX);
-    parts(json, SKELETON_MIN) == plain && parts(json, 1) == plain
+    let plain = find_images(json, usize::MAX);
+    find_images(json, SKELETON_MIN) == plain && find_images(json, 1) == plain
 }
 
 #[cfg(test)]
@@ -820,9 +820,9 @@ mod tests {
             r#"{"created":1,"data":[{"b64_json":""}]}"#.to_string(),
         ];
         for json in &answers {
-            let plain = parts(json, usize::MAX);
-            assert_eq!(parts(json, SKELETON_MIN), plain, "{json:.200}");
-            assert_eq!(parts(json, 1), plain, "{json:.200}");
+            let plain = find_images(json, usize::MAX);
+            assert_eq!(find_images(json, SKELETON_MIN), plain, "{json:.200}");
+            assert_eq!(find_images(json, 1), plain, "{json:.200}");
         }
         // Long string values are left out of the text serde_json parses; keys never are.
         let skeleton = Skeleton::of(&answers[1], SKELETON_MIN);
