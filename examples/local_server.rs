@@ -3,7 +3,7 @@
 //! `POST .../v1/images/generations` would, on 127.0.0.1 only.
 //!
 //! ```text
-//! cargo run --example local_server -- [--port N] [--big-mb N] [--delay-ms N]
+//! cargo run --example local_server -- [--port N] [--big-mb N] [--delay-ms N] [--tls-ca FILE]
 //! ```
 //!
 //! - Prints `listening http://127.0.0.1:PORT/` on stdout once it accepts connections.
@@ -17,14 +17,27 @@
 //!   not a decodable image).
 //! - `--delay-ms N`: requests whose path starts with `/slow/` get the image answer after
 //!   waiting N ms (a server that takes time to generate, for concurrency figures).
+//! - Requests whose path starts with `/gzip/` get the image answer gzip-encoded
+//!   (`Content-Encoding: gzip`), as OpenAI's servers send it to a client that accepts it.
+//! - A request whose JSON body has `"stream": true` (outside `/big/`) gets the spec's
+//!   `text/event-stream` answer: `partial_images` (0-3) `image_generation.partial_image`
+//!   events, then `image_generation.completed`, each carrying the small PNG.
+//! - `--tls-ca FILE`: also serve HTTPS (a TLS front made with a CA created at startup, as the
+//!   tests' HTTPS server) with the same answers, write that CA's certificate (PEM) to FILE, and
+//!   print a second line, `listening https://127.0.0.1:PORT/`. Clients trust it through the
+//!   `ca_file` option (libcurl: `CURLOPT_CAINFO`).
 //! - Serves until killed, or until its standard input closes when that is a pipe or a socket
 //!   (so a parent that dies takes the server with it). A terminal, `/dev/null` or a file on
 //!   standard input is not watched.
 
 #[path = "../tests/support/server.rs"]
 mod server;
+#[path = "../tests/support/sse.rs"]
+mod sse;
+#[path = "../tests/support/tls.rs"]
+mod tls;
 
-use server::{images_handler, Action, Reply, TestServer};
+use server::{images_handler, Action, Recorded, Reply, TestServer};
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,11 +46,12 @@ struct Args {
     port: u16,
     big_mb: usize,
     delay_ms: u64,
+    tls_ca: Option<String>,
 }
 
 fn usage(problem: &str) -> ! {
     eprintln!(
-        "local_server: {problem}\nusage: local_server [--port N] [--big-mb N] [--delay-ms N]"
+        "local_server: {problem}\nusage: local_server [--port N] [--big-mb N] [--delay-ms N] [--tls-ca FILE]"
     );
     std::process::exit(2);
 }
@@ -47,6 +61,7 @@ fn parse_args() -> Args {
         port: 0,
         big_mb: 0,
         delay_ms: 0,
+        tls_ca: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -66,8 +81,11 @@ fn parse_args() -> Args {
             "--delay-ms" => {
                 args.delay_ms = value().parse().unwrap_or_else(|_| usage("bad --delay-ms"))
             }
+            "--tls-ca" => args.tls_ca = Some(value()),
             "-h" | "--help" => {
-                println!("usage: local_server [--port N] [--big-mb N] [--delay-ms N]");
+                println!(
+                    "usage: local_server [--port N] [--big-mb N] [--delay-ms N] [--tls-ca FILE]"
+                );
                 std::process::exit(0);
             }
             other => usage(&format!("unknown argument {other}")),
@@ -109,30 +127,81 @@ fn stdin_is_pipe() -> bool {
     }
 }
 
+/// The answers of one listener (HTTP, or the HTTPS front): see the module documentation.
+fn handler(
+    big: Option<Arc<Vec<u8>>>,
+    delay: Duration,
+) -> impl Fn(&Recorded, usize) -> Action + Send + Sync + 'static {
+    let small = images_handler();
+    let png = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(server::png(64, 64))
+    };
+    move |req, index| match &big {
+        Some(body) if req.path.starts_with("/big/") => {
+            Action::Reply(Reply::json(200, body.as_slice()))
+        }
+        _ if req.path.starts_with("/gzip/") => match small(req, index) {
+            Action::Reply(reply) => Action::Reply(reply.gzipped()),
+            other => other,
+        },
+        _ if delay > Duration::ZERO && req.path.starts_with("/slow/") => match small(req, index) {
+            Action::Reply(reply) => Action::Reply(reply.delayed(delay)),
+            other => other,
+        },
+        _ => match stream_request(&req.body) {
+            Some(partials) => Action::Reply(stream_answer(partials, &png)),
+            None => small(req, index),
+        },
+    }
+}
+
+/// `Some(partial_images)` (at most 3) when a request body is a JSON object with
+/// `"stream": true`.
+fn stream_request(body: &[u8]) -> Option<u32> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    (v.get("stream")? == true).then(|| {
+        let n = v
+            .get("partial_images")
+            .and_then(|n| n.as_u64())
+            .unwrap_or(0);
+        n.min(3) as u32
+    })
+}
+
+/// The spec's event stream: `partials` partial images, then the completed event.
+fn stream_answer(partials: u32, b64: &str) -> Reply {
+    let mut text = String::new();
+    for k in 0..partials {
+        let data = sse::partial_json(k, b64);
+        text += &sse::event("image_generation.partial_image", &data, "\n");
+    }
+    let data = sse::completed_json(b64);
+    text += &sse::event("image_generation.completed", &data, "\n");
+    Reply::with_type(200, "text/event-stream", text)
+}
+
 fn main() {
     let args = parse_args();
     let big: Option<Arc<Vec<u8>>> =
         (args.big_mb > 0).then(|| Arc::new(big_images_response(args.big_mb)));
-    let small = images_handler();
     let delay = Duration::from_millis(args.delay_ms);
-    let server =
-        TestServer::start_on(
-            &format!("127.0.0.1:{}", args.port),
-            move |req, index| match &big {
-                Some(body) if req.path.starts_with("/big/") => {
-                    Action::Reply(Reply::json(200, body.as_slice()))
-                }
-                _ if delay > Duration::ZERO && req.path.starts_with("/slow/") => {
-                    match small(req, index) {
-                        Action::Reply(reply) => Action::Reply(reply.delayed(delay)),
-                        other => other,
-                    }
-                }
-                _ => small(req, index),
-            },
-        );
+    let server = TestServer::start_on(
+        &format!("127.0.0.1:{}", args.port),
+        handler(big.clone(), delay),
+    );
+    let https = args.tls_ca.as_ref().map(|file| {
+        let front = tls::TlsServer::start(handler(big, delay));
+        if let Err(e) = std::fs::write(file, &front.ca.ca_pem) {
+            usage(&format!("cannot write --tls-ca {file}: {e}"));
+        }
+        front
+    });
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "listening {}", server.url());
+    if let Some(front) = &https {
+        let _ = writeln!(out, "listening {}", front.url());
+    }
     let _ = out.flush();
     drop(out);
     if stdin_is_pipe() {

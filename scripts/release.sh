@@ -8,6 +8,10 @@
 #                      AddIn_x64_linux.so     x86_64-unknown-linux-gnu.2.17  (cargo-zigbuild)
 #                      AddIn_x86_linux.so     i686-unknown-linux-gnu.2.17    (cargo-zigbuild)
 #                      The Linux libraries need glibc 2.17 or newer (CentOS 7 and later).
+#                      AddIn_x64_linux.so is built with profile-guided optimisation when
+#                      this machine is x86_64 Linux: scripts/pgo.sh --zig makes the profile
+#                      (a training run against a local server) and the build uses it; it
+#                      goes to target/pgo/build-zig. OPI_PGO=0 builds it without.
 #   opi_openai-VERSION-PLATFORM.tar.gz (Linux) / .zip (Windows), one per platform built:
 #                      the C SDK: include/opi_openai.h, lib/ (shared and static library,
 #                      pkgconfig/opi_openai.pc), README.md (the C part), LICENSE
@@ -23,7 +27,8 @@
 # Needs: rustup targets x86_64-pc-windows-gnu, i686-pc-windows-gnu, x86_64-unknown-linux-gnu,
 # i686-unknown-linux-gnu; mingw-w64 (Debian: gcc-mingw-w64-x86-64, gcc-mingw-w64-i686);
 # cargo-zigbuild and zig (pip install ziglang); python3 or zip; scripts/test.sh installs them.
-# A target that cannot be built is reported in one line and the others are still built.
+# A target that cannot be built is reported in one line and the others are still built, and
+# so is a profile that cannot be made (the library is then built without it).
 # Exit status: 0 when all four add-in libraries are in the zip, 1 when some are missing,
 # 2 on bad usage or when nothing could be packaged.
 set -euo pipefail
@@ -77,14 +82,42 @@ why_not() {
     fi
 }
 
+# Profile-guided optimisation: the target it applies to (this machine's, when x86_64 Linux),
+# and the folder its build goes to (apart, so that tests/glibc.rs's plain build of the same
+# target and this one do not rebuild each other).
+pgo_triple=""
+if [ "${OPI_PGO:-1}" != 0 ] && [ "$(rustc -vV | sed -n 's/^host: //p')" = x86_64-unknown-linux-gnu ]; then
+    pgo_triple=x86_64-unknown-linux-gnu
+fi
+pgo_dir="$target_dir/pgo/build-zig" # where `scripts/pgo.sh --zig` builds too
+pgo_flags=""
+
+# The folder a target's build goes to.
+dir_of() {
+    if [ "$1" = "$pgo_triple" ]; then echo "$pgo_dir/$1/release"; else echo "$target_dir/$1/release"; fi
+}
 # The library files of a target's release build.
 shared_of() {
     case "$1" in
-        *windows*) echo "$target_dir/$1/release/opi_openai.dll" ;;
-        *) echo "$target_dir/$1/release/libopi_openai.so" ;;
+        *windows*) echo "$(dir_of "$1")/opi_openai.dll" ;;
+        *) echo "$(dir_of "$1")/libopi_openai.so" ;;
     esac
 }
-static_of() { echo "$target_dir/$1/release/libopi_openai.a"; }
+static_of() { echo "$(dir_of "$1")/libopi_openai.a"; }
+
+# make_profile ZIGTARGET: makes the profile (once) and sets pgo_flags; says so when it cannot,
+# and the library is then built without.
+make_profile() {
+    [ -z "$pgo_flags" ] || return 0
+    say "making the PGO profile (scripts/pgo.sh --profile-only; log: $logs/pgo.log)"
+    if "$root/scripts/pgo.sh" --profile-only --zig "$1" > "$logs/pgo.log" 2>&1; then
+        pgo_flags="$(sed -n 's/^pgo.sh: RUSTFLAGS=//p' "$logs/pgo.log" | tail -n 1)"
+    fi
+    if [ -z "$pgo_flags" ]; then
+        say "warning: no PGO profile ($(grep -m 1 -v '^pgo.sh: [0-9]' "$logs/pgo.log" | head -c 300)):" \
+            "AddIn_x64_linux.so is built WITHOUT profile-guided optimisation" >&2
+    fi
+}
 
 # build TRIPLE ZIGTARGET: the shared library (exactly as the tests build it, so that neither
 # rebuilds the other's), then the static one. Output goes to a log; returns cargo's status.
@@ -92,14 +125,24 @@ build() {
     local triple="$1" zig="$2" log="$logs/$1.log"
     local common=(--lib --release --no-default-features --locked)
     : > "$log"
+    if [ "$triple" = "$pgo_triple" ]; then
+        make_profile "$zig"
+        if [ -n "$pgo_flags" ]; then
+            common+=(--target-dir "$pgo_dir")
+            say "$triple: profile-guided ($pgo_flags)"
+        else
+            pgo_triple="" # built and looked for where the other targets are
+        fi
+    fi
     (
         cd "$root"
+        if [ "$triple" = "$pgo_triple" ]; then export RUSTFLAGS="$pgo_flags"; fi
         if [ "$zig" = - ]; then
             cargo build "${common[@]}" --target "$triple" &&
                 cargo rustc "${common[@]}" --target "$triple" --crate-type staticlib \
                     -- --print native-static-libs
         else
-            cargo zigbuild --release --target "$zig" --lib --no-default-features --locked &&
+            cargo zigbuild "${common[@]}" --target "$zig" &&
                 cargo-zigbuild rustc "${common[@]}" --target "$zig" --crate-type staticlib \
                     -- --print native-static-libs
         fi
@@ -236,7 +279,8 @@ readme_excerpt() {
 # The system libraries a static link needs, as rustc printed them when it built the static
 # library (kept beside it: a build that was up to date prints nothing).
 static_libs() {
-    local saved="$target_dir/$1/release/native-static-libs.txt" found
+    local saved found
+    saved="$(dir_of "$1")/native-static-libs.txt"
     found=$(grep -o 'native-static-libs: .*' "$logs/$1.log" 2> /dev/null | tail -n 1 |
         sed 's/native-static-libs: //')
     if [ -n "$found" ]; then echo "$found" > "$saved"; fi
@@ -250,7 +294,7 @@ for entry in ${sdk_platforms[@]+"${sdk_platforms[@]}"}; do
     mkdir -p "$dir/include" "$dir/lib/pkgconfig"
     cp "$root/include/opi_openai.h" "$dir/include/"
     cp "$(shared_of "$triple")" "$(static_of "$triple")" "$dir/lib/"
-    implib="$target_dir/$triple/release/libopi_openai.dll.a"
+    implib="$(dir_of "$triple")/libopi_openai.dll.a"
     [ -f "$implib" ] && cp "$implib" "$dir/lib/"
     cp "$root/LICENSE" "$dir/"
     readme_excerpt > "$dir/README.md"

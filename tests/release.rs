@@ -61,7 +61,8 @@ struct Release {
 }
 
 /// Runs scripts/release.sh once per test process (its builds are the ones the windows and
-/// glibc tests make, so whichever runs first builds and the other finds them up to date).
+/// glibc tests make, so whichever runs first builds and the other finds them up to date; but
+/// x64 Linux's, profile-guided, is built apart, under target/pgo).
 fn release() -> &'static Release {
     static RELEASE: OnceLock<Release> = OnceLock::new();
     RELEASE.get_or_init(|| {
@@ -229,6 +230,73 @@ fn x64_linux_library_needs_glibc_2_17_and_system_libraries_only() {
 #[test]
 fn x86_linux_library_needs_glibc_2_17_and_system_libraries_only() {
     linux_library_is_fit_for_old_servers("AddIn_x86_linux.so");
+}
+
+/// The `(address, size)` of a section of an ELF file, from `readelf -SW`.
+fn section(lib: &Path, name: &str) -> Option<(u64, u64)> {
+    let out = Command::new("readelf")
+        .arg("-SW")
+        .arg(lib)
+        .output()
+        .expect("run readelf");
+    text(&out.stdout).lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(']').nth(1)?.split_whitespace().collect();
+        (fields.first() == Some(&name)).then(|| {
+            let hex = |i: usize| u64::from_str_radix(fields[i], 16).unwrap();
+            (hex(2), hex(4))
+        })
+    })
+}
+
+/// On x86_64 Linux, AddIn_x64_linux.so is built with the profile of scripts/pgo.sh: the
+/// functions the training run kept busy are laid out in their own `.text.hot` section
+/// (`opi_free_string`, which every call's result goes through, among them), and the never-run
+/// ones in `.text.unlikely` (the 1C add-in's `GetClassObject`: the training calls the C API
+/// only). zigbuild keeps no local symbols, so the exports are what can be looked up.
+#[test]
+fn x64_linux_library_is_profile_guided() {
+    if !cfg!(all(target_os = "linux", target_arch = "x86_64")) {
+        support::skipped("the PGO profile is made on x86_64 Linux only");
+        return;
+    }
+    let lib = or_skip!(zipped("AddIn_x64_linux.so"));
+    support::require_tool("readelf");
+    let stdout = &release().stdout;
+    assert!(
+        stdout.contains("x86_64-unknown-linux-gnu: profile-guided"),
+        "release.sh did not build x64 Linux with the profile:\n{stdout}"
+    );
+    let (hot, hot_size) = section(&lib, ".text.hot").expect("a .text.hot section");
+    let (_, text_size) = section(&lib, ".text").expect("a .text section");
+    let (cold, cold_size) = section(&lib, ".text.unlikely").expect("a .text.unlikely section");
+    assert!(
+        hot_size >= 128 * 1024 && hot_size < text_size && hot_size < cold_size,
+        "hot code {hot_size} bytes, the rest {text_size}, cold {cold_size}"
+    );
+    let symbols = Command::new("readelf")
+        .arg("-sW")
+        .arg("--dyn-syms")
+        .arg(&lib)
+        .output()
+        .expect("run readelf --dyn-syms");
+    let symbols = text(&symbols.stdout);
+    let address = |name: &str| {
+        let line = symbols
+            .lines()
+            .find(|l| l.split_whitespace().last() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} export in {}", lib.display()));
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    let free = address("opi_free_string");
+    assert!(
+        (hot..hot + hot_size).contains(&free),
+        "opi_free_string at {free:#x}, outside .text.hot {hot:#x}+{hot_size:#x}"
+    );
+    let addin = address("GetClassObject");
+    assert!(
+        (cold..cold + cold_size).contains(&addin),
+        "GetClassObject at {addin:#x}, outside .text.unlikely {cold:#x}+{cold_size:#x}"
+    );
 }
 
 /// Windows' own DLLs (and the API sets that forward to them): nothing from MinGW.

@@ -80,7 +80,30 @@ BUILD=(cargo build)
 # own dependencies (jsonschema turns on serde_json's float_roundtrip), and the library is
 # built again with them.
 "${BUILD[@]}" --lib 2>&1 | tail -n 2
-LIB="${OPI_BENCH_LIB:-$TARGET/$PROFILE/libopi_openai.so}"
+PLAIN_LIB="$TARGET/$PROFILE/libopi_openai.so"
+[[ -f "$PLAIN_LIB" ]] || { echo "run.sh: no $PLAIN_LIB" >&2; exit 1; }
+PLAINDIR="$RUN/lib-plain"
+mkdir -p "$PLAINDIR"
+cp "$PLAIN_LIB" "$PLAINDIR/libopi_openai.so"
+# What is measured is the library as released for x86_64 Linux (AddIn_x64_linux.so): built by
+# cargo-zigbuild for glibc 2.17 with the profile of `scripts/pgo.sh --zig` (profile-guided
+# optimisation, hot code laid out together); without cargo-zigbuild, this machine's build
+# with its profile (`scripts/pgo.sh`). A plain `cargo build --release` is measured too, for
+# small HTTP calls (nginx_http_plain_*).
+LIB="$PLAIN_LIB"
+if [[ $PROFILE == release && -z "${OPI_BENCH_LIB:-}" ]]; then
+    if cargo-zigbuild --version >/dev/null 2>&1 && [[ "$(uname -m)" == x86_64 ]]; then
+        PGO=(scripts/pgo.sh --zig x86_64-unknown-linux-gnu.2.17)
+    else
+        PGO=(scripts/pgo.sh)
+        say "run.sh: no cargo-zigbuild: measuring this machine's PGO build, not the released one"
+    fi
+    "${PGO[@]}" >"$OUT/pgo.log" 2>&1 || { cat "$OUT/pgo.log" >&2; echo "run.sh: ${PGO[*]} failed" >&2; exit 1; }
+    LIB="$(sed -n 's/^pgo.sh: built //p' "$OUT/pgo.log")"
+    say "library measured: $LIB (${PGO[*]})"
+    [[ -f "$LIB" ]] || { echo "run.sh: ${PGO[*]} built no library" >&2; exit 1; }
+fi
+LIB="${OPI_BENCH_LIB:-$LIB}"
 [[ -f "$LIB" ]] || { echo "run.sh: no $LIB" >&2; exit 1; }
 LIBDIR="$RUN/lib"
 mkdir -p "$LIBDIR"
@@ -216,6 +239,9 @@ pin_servers 0
 say "== small calls, keep-alive (calls/s; client CPU us/call)${PIN:+; client and servers on CPU 0}"
 bench_pinned() { "${PIN[@]}" "$BENCH" "$@" --rounds "$SMALL_ROUNDS" 2>&1 | tee -a "$LOG" || STATUS=1; }
 bench_pinned small "$NGX" --ref "$RUN/small.json" --key nginx_http "${SMALL_ARGS[@]}"
+# The plain cargo build, loaded instead through LD_LIBRARY_PATH (searched before the RUNPATH).
+LD_LIBRARY_PATH="$PLAINDIR" bench_pinned small "$NGX" --ref "$RUN/small.json" \
+    --key nginx_http_plain --threads 1 "${SMALL_ARGS[@]}"
 bench_pinned small "$NGXS" --ref "$RUN/small.json" --key nginx_https --ca "$CA" "${SMALL_ARGS[@]}"
 bench_pinned small "$LOCAL" --ref "$RUN/small.json" --key local_http "${SMALL_ARGS[@]}"
 pin_servers "0-$(($(nproc) - 1))"
