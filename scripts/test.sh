@@ -6,7 +6,8 @@
 # Installs (each only when missing, so a second run goes straight to `cargo test`):
 #   apt:    compilers, valgrind, mingw-w64 (x86_64 and i686), wine (64- and 32-bit, with the
 #           i386 architecture added), gcc-multilib (32-bit Linux), binutils, zip, ...
-#   rustup: the Windows and 32-bit Linux targets, the nightly toolchain (fuzz smoke)
+#   rustup: the Windows and 32-bit Linux targets, the nightly toolchain (fuzz smoke),
+#           llvm-tools (llvm-profdata: scripts/pgo.sh, which tests/release.rs runs)
 #   pip:    ziglang (zig for cargo-zigbuild), pytest and wheel (the Python package)
 #   cargo:  cargo-zigbuild, cargo-c (cargo cinstall: the pkg-config test)
 #   npm:    koffi in npm's cache (the Node example)
@@ -151,6 +152,10 @@ install_rust() {
     fi
     if ! rustup component list --installed 2> /dev/null | grep -q '^clippy'; then
         rustup component add rustfmt clippy > /dev/null 2>&1 || true
+    fi
+    if ! rustup component list --installed 2> /dev/null | grep -q '^llvm-tools'; then
+        say "rustup: adding llvm-tools (llvm-profdata, for the PGO profile)"
+        rustup component add llvm-tools > /dev/null 2>&1 || warn "rustup could not add llvm-tools"
     fi
     # The nightly toolchain: the fuzz smoke (cargo +nightly fuzz) needs it.
     if ! rustup toolchain list 2> /dev/null | grep -q '^nightly'; then
