@@ -141,18 +141,22 @@ fn handler(
         Some(body) if req.path.starts_with("/big/") => {
             Action::Reply(Reply::json(200, body.as_slice()))
         }
-        _ if req.path.starts_with("/gzip/") => match small(req, index) {
-            Action::Reply(reply) => Action::Reply(reply.gzipped()),
-            other => other,
-        },
-        _ if delay > Duration::ZERO && req.path.starts_with("/slow/") => match small(req, index) {
-            Action::Reply(reply) => Action::Reply(reply.delayed(delay)),
-            other => other,
-        },
+        _ if req.path.starts_with("/gzip/") => with_reply(small(req, index), Reply::gzipped),
+        _ if delay > Duration::ZERO && req.path.starts_with("/slow/") => {
+            with_reply(small(req, index), |reply| reply.delayed(delay))
+        }
         _ => match stream_request(&req.body) {
             Some(partials) => Action::Reply(stream_answer(partials, &png)),
             None => small(req, index),
         },
+    }
+}
+
+/// `action` with its reply changed by `change` (any other action as it is).
+fn with_reply(action: Action, change: impl FnOnce(Reply) -> Reply) -> Action {
+    match action {
+        Action::Reply(reply) => Action::Reply(change(reply)),
+        other => other,
     }
 }
 

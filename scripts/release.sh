@@ -109,7 +109,7 @@ static_of() { echo "$(dir_of "$1")/libopi_openai.a"; }
 # and the library is then built without.
 make_profile() {
     [ -z "$pgo_flags" ] || return 0
-    say "making the PGO profile (scripts/pgo.sh --profile-only; log: $logs/pgo.log)"
+    say "making the PGO profile (scripts/pgo.sh --profile-only --zig $1; log: $logs/pgo.log)"
     if "$root/scripts/pgo.sh" --profile-only --zig "$1" > "$logs/pgo.log" 2>&1; then
         pgo_flags="$(sed -n 's/^pgo.sh: RUSTFLAGS=//p' "$logs/pgo.log" | tail -n 1)"
     fi
